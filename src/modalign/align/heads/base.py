@@ -1,0 +1,69 @@
+"""Head contract: a small torch module from one encoder's features into the shared space.
+
+Hyper-parameters live only in ``__init__`` (scikit-learn style) and ``config()`` returns them, so
+``HEADS.create(**config)`` + ``load_state_dict`` rebuilds a fitted head from JSON + safetensors.
+Every head standardises its input with fitted statistics (mean, one global scale) kept as buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from modalign._registry import Registry
+
+
+class Head(nn.Module):
+    name: ClassVar[str]
+    #: False for heads with nothing to learn (a locked modality)
+    trainable: ClassVar[bool] = True
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.in_dim = int(in_dim)
+        self.out_dim = int(out_dim)
+        self.register_buffer("input_mean", torch.zeros(self.in_dim))
+        self.register_buffer("input_scale", torch.ones(()))
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Extra ``__init__`` arguments beyond in/out dims (override in subclasses)."""
+        return {}
+
+    def config(self) -> dict[str, Any]:
+        return {"name": self.name, "in_dim": self.in_dim, "out_dim": self.out_dim, **self.hyperparameters()}
+
+    @torch.no_grad()
+    def fit_input_stats(self, features: np.ndarray | torch.Tensor) -> None:
+        """Center on the training mean and divide by the mean norm of centered rows."""
+        x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+        mean = x.mean(0)
+        scale = (x - mean).norm(dim=1).mean().clamp(min=1e-6)
+        self.input_mean.copy_(mean)
+        self.input_scale.copy_(scale)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.standardize(x))
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """Extra training loss from the last forward (e.g. MoE load balancing); None if none."""
+        return None
+
+
+HEADS: Registry[Head] = Registry("head")
+
+
+def build_head(config: dict[str, Any]) -> Head:
+    import modalign.align.heads  # noqa: F401  (registers the built-in heads)
+
+    cfg = dict(config)
+    name = cfg.pop("name")
+    return HEADS.create(name, **cfg)

@@ -1,0 +1,156 @@
+"""AlignedModel: frozen encoder specs + one head per modality → one shared, normalised space.
+
+Saved as ``config.json`` (encoders, layers, head hyper-parameters, training settings),
+``heads.safetensors`` (head weights, keys ``<modality>.<param>``) and ``metrics.json``.
+Loading never executes code: JSON is validated, tensors come from safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from modalign.align.heads.base import Head, build_head
+from modalign.errors import ConfigError
+
+FORMAT = "modalign.aligned_model"
+FORMAT_VERSION = 1
+ALLOWED_FILES = {"config.json", "heads.safetensors", "metrics.json", "errors.jsonl", "README.md"}
+
+
+@dataclass
+class Branch:
+    """One modality of the space: which frozen encoder, which layer, which head."""
+
+    modality: str
+    kind: str
+    encoder: str
+    encoder_config: dict[str, Any]
+    layer: str
+    head: Head
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "encoder": {"name": self.encoder, "config": self.encoder_config},
+                "layer": self.layer, "head": self.head.config()}
+
+
+@dataclass
+class AlignedModel:
+    branches: dict[str, Branch]
+    dim: int
+    method: str = "infonce"
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    #: rows skipped while fitting (bad items); written to errors.jsonl by the CLI, not saved with the model
+    fit_errors: list[Any] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.branches)
+
+    def branch(self, modality: str) -> Branch:
+        try:
+            return self.branches[modality]
+        except KeyError:
+            raise KeyError(f"modality {modality!r} is not in this model; it has {self.modalities}") from None
+
+    # ---------------------------------------------------------------- embedding
+    def embed_features(self, modality: str, features: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+        """Frozen features of ``modality`` (N, D) → unit-norm shared embeddings (N, dim)."""
+        head = self.branch(modality).head.eval()
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(features), batch_size):
+                x = torch.as_tensor(np.asarray(features[start : start + batch_size], dtype=np.float32))
+                out.append(torch.nn.functional.normalize(head(x), dim=1).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def encoder_for(self, modality: str):
+        from modalign.encoders import get_encoder
+
+        b = self.branch(modality)
+        return get_encoder(b.encoder, **b.encoder_config)
+
+    def encode(
+        self,
+        modality: str,
+        items: Sequence[Any],
+        cache: Any | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Raw items (texts, image paths or PIL images, ...) → shared embeddings; raises on a bad item."""
+        from modalign.features import extract
+
+        b = self.branch(modality)
+        res = extract(self.encoder_for(modality), list(items), cache, layers=[b.layer], progress=progress,
+                      on_error="fail")
+        return self.embed_features(modality, res.features[b.layer])
+
+    # ---------------------------------------------------------------- persistence
+    def config(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": self.dim, "method": self.method,
+                "modalities": {m: b.to_json() for m, b in self.branches.items()}, "training": self.training}
+
+    def save(self, directory: str | Path) -> Path:
+        from modalign.features.cache import atomic_write_bytes
+
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        tensors = {}
+        for m, b in self.branches.items():
+            for key, value in b.head.state_dict().items():
+                tensors[f"{m}.{key}"] = value.detach().contiguous().clone()
+        save_file(tensors, str(out / "heads.safetensors"))
+        atomic_write_bytes(out / "config.json", json.dumps(self.config(), indent=2).encode())
+        atomic_write_bytes(out / "metrics.json", json.dumps(self.metrics, indent=2, default=_jsonable).encode())
+        return out
+
+    @classmethod
+    def load(cls, directory: str | Path) -> AlignedModel:
+        from modalign.align.model_config import parse_model_config
+
+        folder = Path(directory)
+        if not (folder / "config.json").is_file():
+            raise ConfigError(f"{folder}: not a modalign model (config.json is missing)")
+        unexpected = sorted(p.name for p in folder.iterdir() if p.name not in ALLOWED_FILES)
+        suspicious = [n for n in unexpected if n.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib"))]
+        if suspicious:
+            raise ConfigError(f"{folder}: refusing to load a model folder holding {suspicious}: modalign models "
+                              "are safetensors + JSON only and never load pickled files")
+        try:
+            raw = json.loads((folder / "config.json").read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{folder / 'config.json'}: invalid JSON: {exc}") from None
+        cfg = parse_model_config(raw, folder / "config.json")
+        weights = load_file(str(folder / "heads.safetensors"))
+        branches = {}
+        for m, spec in cfg.modalities.items():
+            head = build_head(spec.head)
+            state = {k[len(m) + 1 :]: v for k, v in weights.items() if k.startswith(f"{m}.")}
+            try:
+                head.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ConfigError(f"{folder}: weights of modality {m!r} do not match its head: {exc}") from None
+            branches[m] = Branch(m, spec.kind, spec.encoder.name, spec.encoder.config, spec.layer, head.eval())
+        metrics_path = folder / "metrics.json"
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        return cls(branches=branches, dim=cfg.dim, method=cfg.method, training=cfg.training, metrics=metrics)
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load(directory: str | Path) -> AlignedModel:
+    return AlignedModel.load(directory)

@@ -1,0 +1,34 @@
+"""The ``modalign`` command line: one thin command per pipeline stage (typer + rich)."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from modalign.cli.datasets_cmd import datasets_app
+from modalign.cli.demo_cmd import demo_command
+from modalign.cli.eval_cmd import eval_command
+from modalign.cli.fit_cmd import fit_command
+
+app = typer.Typer(
+    name="modalign",
+    help="Align frozen pretrained encoders into one shared embedding space with a few thousand pairs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(datasets_app, name="datasets")
+app.command("fit")(fit_command)
+app.command("eval")(eval_command)
+app.command("demo")(demo_command)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log what the library does")) -> None:
+    level = logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

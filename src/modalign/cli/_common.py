@@ -1,0 +1,47 @@
+"""Option parsing shared by commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from modalign.cli._ui import fail
+from modalign.data.dataset import PairedDataset
+from modalign.errors import ManifestError
+
+
+def parse_list(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def parse_mapping(value: str | None, option: str) -> dict[str, str]:
+    """``image=dinov2-s,text=minilm`` → {"image": "dinov2-s", "text": "minilm"}."""
+    out: dict[str, str] = {}
+    for part in parse_list(value):
+        if "=" not in part:
+            raise fail(f"{option}: expected MODALITY=VALUE pairs separated by commas, got {part!r}")
+        key, val = part.split("=", 1)
+        out[key.strip()] = val.strip()
+    return out
+
+
+def load_dataset(path: Path, on_error: str, allow_outside_root: bool = False) -> PairedDataset:
+    if on_error not in ("skip", "fail"):
+        raise fail(f"--on-error must be 'skip' or 'fail', got {on_error!r}")
+    try:
+        return PairedDataset.from_manifest(path, on_error=on_error, allow_outside_root=allow_outside_root)  # type: ignore[arg-type]
+    except ManifestError as exc:
+        raise fail(str(exc)) from None
+
+
+def holdout_part(dataset: PairedDataset, fraction: float, seed: int, part: str) -> PairedDataset:
+    """The train or test part of the concept-disjoint split (``fraction`` 0 = everything)."""
+    if fraction <= 0:
+        return dataset
+    train, test = dataset.split(fraction, seed=seed)
+    return train if part == "train" else test
+
+
+def split_settings(training: dict[str, Any]) -> tuple[float, int]:
+    holdout = training.get("holdout") or {}
+    return float(holdout.get("fraction", 0.0)), int(holdout.get("seed", 0))

@@ -1,0 +1,39 @@
+"""Modality names and kinds: a manifest field name says what kind of data it holds."""
+
+from __future__ import annotations
+
+import re
+
+#: fields that are not modalities
+RESERVED_FIELDS = frozenset({"id", "group", "label", "split"})
+META_PREFIX = "meta_"
+
+KINDS = ("text", "image", "audio", "vector")
+
+_KIND_PATTERNS = [
+    (re.compile(r"^text(_[A-Za-z0-9-]+)?$"), "text"),
+    (re.compile(r"^image(_[A-Za-z0-9-]+)?$"), "image"),
+    (re.compile(r"^audio(_[A-Za-z0-9-]+)?$"), "audio"),
+    (re.compile(r"^(vector|vec_[A-Za-z0-9-]+)$"), "vector"),
+]
+
+
+def modality_kind(field: str) -> str | None:
+    """``text``/``text_de`` → text, ``image*`` → image, ``audio*`` → audio, ``vector``/``vec_*`` → vector."""
+    for pattern, kind in _KIND_PATTERNS:
+        if pattern.match(field):
+            return kind
+    return None
+
+
+def is_non_modality_field(field: str) -> bool:
+    return field in RESERVED_FIELDS or field.startswith(META_PREFIX)
+
+
+def language_of(modality: str) -> str | None:
+    """``text_de`` → ``de``; plain ``text`` → ``en`` (the convention of the built-in datasets)."""
+    if modality == "text":
+        return "en"
+    if modality.startswith("text_"):
+        return modality[len("text_") :]
+    return None

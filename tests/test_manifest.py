@@ -1,0 +1,106 @@
+"""Manifest reading and validation: every problem names its row and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from modalign.data import PairedDataset
+from modalign.errors import ManifestError
+
+
+def _image(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(path)
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_reads_jsonl_with_missing_fields(tmp_path: Path) -> None:
+    _image(tmp_path / "img" / "a.png")
+    m = _write_jsonl(tmp_path / "m.jsonl", [
+        {"id": "a", "image": "img/a.png", "text": "a red square", "group": "red"},
+        {"id": "b", "image": None, "text": "nothing to see", "text_de": "nichts"},
+        {"id": "c", "vec_x": [1.0, 2.0, 3.0], "text": "vector row", "meta_note": "kept"},
+    ])
+    ds = PairedDataset.from_manifest(m, on_error="fail")
+    assert ds.ids == ["a", "b", "c"]
+    assert ds.kinds == {"image": "image", "text": "text", "text_de": "text", "vec_x": "vector"}
+    assert ds.present("image").tolist() == [True, False, False]
+    assert ds.columns["image"][0] == (tmp_path / "img" / "a.png").resolve()
+    assert ds.groups == ["red", "b", "c"]  # no group: the row is its own concept
+    np.testing.assert_allclose(ds.columns["vec_x"][2], [1, 2, 3])
+    assert ds.meta["meta_note"] == [None, None, "kept"]
+
+
+def test_validation_lists_every_bad_row(tmp_path: Path) -> None:
+    _image(tmp_path / "ok.png")
+    m = _write_jsonl(tmp_path / "m.jsonl", [
+        {"id": "ok", "image": "ok.png", "text": "fine"},
+        {"id": "ok", "image": "ok.png", "text": "duplicate id"},
+        {"id": "gone", "image": "missing.png", "text": "missing file"},
+        {"id": "num", "text": 42},
+        {"image": "ok.png", "text": "no id"},
+        {"id": "vec", "vector": [1.0, "x"]},
+        {"id": "weird", "text": "t", "colour": "red"},
+        {"id": "escape", "image": "../../etc/passwd"},
+    ])
+    with pytest.raises(ManifestError) as info:
+        PairedDataset.from_manifest(m, on_error="fail")
+    msg = str(info.value)
+    for expected in ["row 2, field 'id': duplicate id", "row 3, field 'image': file not found",
+                     "row 4, field 'text': text must be a string", "row 5, field 'id': missing id",
+                     "row 6, field 'vector'", "row 7, field 'colour': unknown field", "row 8, field 'image'"]:
+        assert expected in msg, (expected, msg)
+    assert "outside the manifest" in msg
+
+
+def test_skip_keeps_good_rows_and_records_errors(tmp_path: Path) -> None:
+    m = _write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}, {"id": "b", "text": ""}])
+    ds = PairedDataset.from_manifest(m, on_error="skip")
+    assert ds.ids == ["a"]
+    assert [(e.row, e.field) for e in ds.errors] == [(2, "id"), (3, "text")]
+
+
+def test_error_list_is_capped_at_20(tmp_path: Path) -> None:
+    m = _write_jsonl(tmp_path / "m.jsonl", [{"id": str(i), "text": i} for i in range(30)])
+    with pytest.raises(ManifestError) as info:
+        PairedDataset.from_manifest(m, on_error="fail")
+    assert "30 problem(s)" in str(info.value)
+    assert "and 10 more" in str(info.value)
+
+
+def test_invalid_json_line_is_named(tmp_path: Path) -> None:
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n')
+    with pytest.raises(ManifestError, match="row 2.*invalid JSON"):
+        PairedDataset.from_manifest(m, on_error="fail")
+
+
+def test_csv_and_parquet_give_the_same_dataset(tmp_path: Path) -> None:
+    _image(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_text('id,image,text,group,vec_x\na,a.png,red,g1,"[1, 2]"\nb,,blue,g2,\n')
+    pq.write_table(pa.table({"id": ["a", "b"], "image": ["a.png", None], "text": ["red", "blue"],
+                             "group": ["g1", "g2"], "vec_x": [[1.0, 2.0], None]}), tmp_path / "m.parquet")
+    a = PairedDataset.from_manifest(tmp_path / "m.csv", on_error="fail")
+    b = PairedDataset.from_manifest(tmp_path / "m.parquet", on_error="fail")
+    assert a.ids == b.ids and a.groups == b.groups
+    assert a.columns["image"] == b.columns["image"]
+    assert a.columns["text"] == b.columns["text"]
+    np.testing.assert_allclose(a.columns["vec_x"][0], b.columns["vec_x"][0])
+    assert a.columns["vec_x"][1] is None and b.columns["vec_x"][1] is None
+
+
+def test_unsupported_suffix(tmp_path: Path) -> None:
+    (tmp_path / "m.txt").write_text("x")
+    with pytest.raises(ManifestError, match="unsupported manifest type"):
+        PairedDataset.from_manifest(tmp_path / "m.txt")

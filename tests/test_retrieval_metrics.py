@@ -1,0 +1,64 @@
+"""Retrieval metrics on hand-built similarity matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modalign.evaluation import first_positive_ranks, metrics_from_ranks, modality_gap, retrieval_metrics
+from modalign.metrics import mutual_knn, rice_k
+
+
+def test_ranks_single_positive() -> None:
+    sim = np.array([[0.9, 0.1, 0.0], [0.8, 0.5, 0.1], [0.2, 0.3, 0.1]])
+    rel = np.eye(3, dtype=bool)
+    assert first_positive_ranks(sim, rel).tolist() == [1, 2, 3]
+    m = retrieval_metrics(sim, rel, ks=(1, 2))
+    assert m["R@1"] == pytest.approx(1 / 3)
+    assert m["R@2"] == pytest.approx(2 / 3)
+    assert m["MRR"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
+    assert m["median_rank"] == 2
+
+
+def test_any_positive_counts() -> None:
+    sim = np.array([[0.1, 0.9, 0.5, 0.4]])
+    rel = np.array([[True, False, False, True]])  # positives score 0.1 and 0.4: best is 0.4, rank 3
+    assert first_positive_ranks(sim, rel).tolist() == [3]
+
+
+def test_ties_count_against_the_query() -> None:
+    sim = np.array([[0.5, 0.5, 0.5]])
+    rel = np.array([[False, True, False]])
+    assert first_positive_ranks(sim, rel).tolist() == [3]
+
+
+def test_queries_without_positive_are_ignored() -> None:
+    ranks = first_positive_ranks(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([[True, False], [False, False]]))
+    assert ranks.tolist() == [1, 0]
+    assert metrics_from_ranks(ranks)["queries"] == 1
+
+
+def test_modality_gap() -> None:
+    za = np.array([[1.0, 0.0], [1.0, 0.0]])
+    zb = np.array([[0.0, 1.0], [0.0, 1.0]])
+    assert modality_gap(za, zb) == pytest.approx(np.sqrt(2))
+    assert modality_gap(za, za) == 0.0
+
+
+def test_mutual_knn_identity_and_rotation_invariance() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 8))
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    assert mutual_knn(x, x) == 1.0
+    assert mutual_knn(x, x @ q) == pytest.approx(1.0)
+    assert mutual_knn(x, rng.normal(size=(60, 8))) < 0.4
+    assert rice_k(1000) == 20
+
+
+def test_mutual_knn_hand_case() -> None:
+    # points on a line: A's and B's neighbour sets with k=1 agree for 2 of 4 points
+    a = np.array([[1.0, 0.0], [0.99, 0.1], [0.0, 1.0], [0.1, 0.99]])
+    b = np.array([[1.0, 0.0], [0.0, 1.0], [0.99, 0.1], [0.1, 0.99]])
+    # A: 0<->1, 2<->3 ; B: 0<->2, 1<->3
+    assert mutual_knn(a, b, k=1) == pytest.approx(0.0)
+    assert mutual_knn(a, a[[1, 0, 3, 2]][[1, 0, 3, 2]], k=1) == 1.0
