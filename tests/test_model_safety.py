@@ -1,0 +1,76 @@
+"""Models load without executing code: JSON validated by pydantic, weights from safetensors only."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modalign import PairedDataset, fit, load
+from modalign.align import TrainerSettings
+from modalign.errors import ConfigError
+from modalign.features import FeatureCache
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 12))
+    rows = [{"id": str(i), "vec_a": x[i].tolist(), "vec_b": (x[i] @ np.eye(12)[::-1]).tolist()} for i in range(80)]
+    ds = PairedDataset.from_rows(rows, root=".")
+    root = tmp_path_factory.mktemp("model")
+    model = fit(ds, ["vec_a", "vec_b"], dim=8, cache=FeatureCache(root / "cache"), settings=TrainerSettings(epochs=3))
+    return model.save(root / "m")
+
+
+class _Boom:
+    def __reduce__(self):  # noqa: ANN204 - the classic pickle RCE payload
+        return (Path("/tmp/modalign-pwned").touch, ())
+
+
+def test_pickle_payload_in_model_dir_is_refused(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    (bad / "heads.pt").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(ConfigError, match="never load pickled"):
+        load(bad)
+    assert not Path("/tmp/modalign-pwned").exists()
+
+
+def test_pickle_disguised_as_safetensors_is_rejected(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    (bad / "heads.safetensors").write_bytes(pickle.dumps(_Boom()))
+    with pytest.raises(Exception):  # noqa: B017 - safetensors refuses to parse it; what matters is no execution
+        load(bad)
+    assert not Path("/tmp/modalign-pwned").exists()
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.update(dim=-3), "dim"),
+    (lambda c: c["modalities"]["vec_a"].update(kind="smell"), "kind"),
+    (lambda c: c.update(format="something.else"), "format"),
+    (lambda c: c.update(unexpected=1), "unexpected"),
+])
+def test_invalid_config_names_the_field(model_dir: Path, tmp_path: Path, edit, message: str) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    cfg = json.loads((bad / "config.json").read_text())
+    edit(cfg)
+    (bad / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match=message):
+        load(bad)
+
+
+def test_roundtrip(model_dir: Path) -> None:
+    model = load(model_dir)
+    assert model.modalities == ["vec_a", "vec_b"] and model.dim == 8
