@@ -114,7 +114,7 @@ def _read_file(path: Path) -> dict[str, tuple[str | None, tuple[str, ...]]]:
     out: dict[str, tuple[str | None, tuple[str, ...]]] = {}
     for el in ET.parse(path).getroot().iter("annotation"):
         cp = el.get("cp")
-        text = (el.text or "").strip()
+        text = " ".join((el.text or "").split())  # CLDR uses no-break spaces (fr "drapeau\u202f: ...")
         if not cp or not text or text == INHERIT_MARKER:
             continue
         name, keywords = out.get(cp, (None, ()))

@@ -19,15 +19,26 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from PIL import features
+
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
 from modalign.data.recipes.cldr import CldrAnnotations, Concept, build_catalogue
-from modalign.data.recipes.emoji_render import STYLES, Status, Style, dpkg_version, render_task, source_for
+from modalign.data.recipes.emoji_render import (
+    STYLES,
+    Status,
+    Style,
+    dpkg_version,
+    render_task,
+    source_for,
+    svg_renderer_available,
+)
 from modalign.data.recipes.install import InstallError, apt_command, apt_missing, npm_command
 
 log = logging.getLogger(__name__)
 
-#: libcairo2 is the C library under cairosvg (OpenMoji SVGs)
-APT_PACKAGES = ("fonts-noto-color-emoji", "unicode-cldr-core", "libcairo2")
+#: libcairo2 is the C library under cairosvg (OpenMoji SVGs); Pillow's raqm text layout, which joins flags,
+#: keycaps, skin tones and ZWJ sequences into one Noto glyph, loads libfribidi0 at run time
+APT_PACKAGES = ("fonts-noto-color-emoji", "unicode-cldr-core", "libcairo2", "libfribidi0")
 PIP_PACKAGES = {"emoji": "emoji", "cairosvg": "cairosvg"}  # import name -> PyPI name
 CLDR_LICENCE = "Unicode-DFS-2016 (Unicode License)"
 DEFAULT_LANGUAGES = ("de", "fr", "es", "it", "pt", "ja", "zh", "ru", "ar", "hi", "ko", "nl", "pl", "tr", "sv")
@@ -57,7 +68,7 @@ class EmojiRecipe(DatasetRecipe):
         "apt: fonts-noto-color-emoji, unicode-cldr-core; npm: openmoji, @lobehub/fluent-emoji-3d, "
         "emoji-datasource-google; pip: emoji, cairosvg"
     )
-    approx_size = "~1.85k concepts, ~3.6k emoji with skin tones, x 4 styles = ~14k images (~60 MB)"
+    approx_size = "~1.85k concepts, ~3.6k emoji with skin tones, x 4 styles = ~14k images (~105 MB)"
 
     def __init__(
         self, styles: Sequence[str] | None = None, include_variants: bool = True, workers: int | None = None
@@ -102,12 +113,17 @@ class EmojiRecipe(DatasetRecipe):
 
         styles = []
         for style in self.styles:
-            if style.available():
+            if style.suffix == ".svg" and style.available() and not svg_renderer_available():
+                notes.append(f"style {style.name!r} skipped: cairosvg (pip) or libcairo2 (apt) is missing")
+            elif style.available():
                 styles.append(style)
             else:
                 notes.append(f"style {style.name!r} skipped: {style.package} is not installed "
                              f"(run: {npm_command([style.install_spec])})")
 
+        if any(s.name == "noto" for s in styles) and not features.check("raqm"):
+            notes.append("noto: Pillow has no raqm text layout (apt: libfribidi0), so flags, keycaps, skin "
+                         "tones and ZWJ sequences fall apart and are dropped as tofu")
         planned, tasks, missing = self._plan(out, concepts, styles)
         statuses = self._render(tasks, progress)
         rows: list[dict[str, Any]] = []
@@ -118,18 +134,18 @@ class EmojiRecipe(DatasetRecipe):
                 rows.append(row)
             else:
                 dropped[(row["meta_style"], status)] += 1
-        for (style_name, status), n in sorted(dropped.items()):
-            notes.append(f"{style_name}: dropped {n} image(s) ({status})")
+        for (style_name, reason), n in sorted(dropped.items()):
+            notes.append(f"{style_name}: dropped {n} image(s) ({reason})")
         for style_name, n in sorted(missing.items()):
             notes.append(f"{style_name}: {n} emoji not drawn in this style")
 
         self._check_ids(rows)
         _write_jsonl_atomic(out / "manifest.jsonl", rows)
         counts: dict[str, int] = dict(Counter(r["meta_style"] for r in rows))
-        for status in ("blank", "tofu", "error"):
-            n = sum(v for (_, st), v in dropped.items() if st == status)
+        for reason in ("blank", "tofu", "error"):
+            n = sum(v for (_, st), v in dropped.items() if st == reason)
             if n:
-                counts[f"dropped_{status}"] = n
+                counts[f"dropped_{reason}"] = n
         counts.update(self._extra_counts(rows))
         groups = len({r["group"] for r in rows})
         duplicates = _identical_images(out, rows)
@@ -325,8 +341,8 @@ def _write_card(
         "- Some styles lack some emoji (table above); the Noto font and `google` share Google's artwork "
         "(different versions), so these two styles are close to duplicates; `google` images are 64 px, "
         "upscaled.",
-        "- Some concepts share one picture (flags of territories that use their country's flag, e.g. "
-        "Norway / Svalbard / Bouvet Island): counted above as identical images.",
+        "- Some concepts share one picture: flags of territories that use their country's flag (Norway / "
+        "Svalbard / Bouvet Island) and, in OpenMoji, 'person' / 'man' hair-style sequences; counted above.",
         "- Images that render blank or as a fallback glyph ('?' flag, split-up ZWJ sequence) are dropped.",
         "", "## Notes from the last prepare", "",
     ]

@@ -132,6 +132,14 @@ def render_noto(text: str) -> tuple[Image.Image | None, Status]:
     return img, "ok"
 
 
+def svg_renderer_available() -> bool:
+    try:
+        import cairosvg  # noqa: F401  (raises OSError when the cairo C library is missing)
+    except (ImportError, OSError):
+        return False
+    return True
+
+
 def load_file(path: str) -> Image.Image:
     if path.endswith(".svg"):
         import cairosvg
@@ -197,5 +205,6 @@ def source_for(style: Style, seq: str, index: dict[str, str] | None) -> str | No
     """The source to render ``seq`` in ``style`` (None when the style lacks it)."""
     if style.kind == "apt":
         return seq
-    assert index is not None
+    if index is None:
+        raise ValueError(f"style {style.name!r} needs its file index")
     return index.get(codepoints_key(seq))
