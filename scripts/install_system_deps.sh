@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is present. Without root, prints the apt command.
 set -euo pipefail
 
-APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core)
+APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core kanjidic-xml libcairo2)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,7 +22,7 @@ if ((${#missing[@]})); then
 fi
 
 NPM_PREFIX="${MODALIGN_NPM_PREFIX:-$HOME/.cache/modalign/npm}"
-NPM_PACKAGES=(openmoji)
+NPM_PACKAGES=(openmoji @mdi/svg @tabler/icons lucide-static)
 npm_missing=()
 for pkg in "${NPM_PACKAGES[@]}"; do
   [[ -d "$NPM_PREFIX/node_modules/$pkg" ]] || npm_missing+=("$pkg")

@@ -1,6 +1,10 @@
 """Dataset recipes; importing this package registers every built-in one."""
 
-from modalign.data.recipes import emoji  # noqa: F401
+from modalign.data.recipes import (
+    emoji,  # noqa: F401
+    icons,  # noqa: F401
+    kanji,  # noqa: F401
+)
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult
 
 __all__ = ["DATASETS", "DatasetRecipe", "PrepareResult"]
