@@ -4,6 +4,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core kanjidic-xml libcairo2)
+APT_PACKAGES+=(chromium)  # headless browser tests of the HTML reports (playwright, never `playwright install`)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

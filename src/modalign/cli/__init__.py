@@ -14,6 +14,7 @@ from modalign.cli.datasets_cmd import datasets_app
 from modalign.cli.demo_cmd import demo_command
 from modalign.cli.eval_cmd import eval_command
 from modalign.cli.fit_cmd import fit_command
+from modalign.cli.probe_cmd import probe_command
 
 app = typer.Typer(
     name="modalign",
@@ -26,6 +27,7 @@ app.add_typer(datasets_app, name="datasets")
 app.command("fit")(fit_command)
 app.command("eval")(eval_command)
 app.command("demo")(demo_command)
+app.command("probe")(probe_command)
 
 
 @app.callback()

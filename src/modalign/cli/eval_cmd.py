@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from modalign.cli._common import holdout_part, load_dataset, split_settings
-from modalign.cli._ui import console, fail, metrics_table, progress_bars, report_skipped
+from modalign.cli._ui import console, err_console, fail, metrics_table, progress_bars, report_skipped
 from modalign.errors import ModalignError
+
+if TYPE_CHECKING:
+    from modalign.align.model import AlignedModel
+    from modalign.data.dataset import PairedDataset
+    from modalign.evaluation.evaluate import EvalResult
 
 
 def eval_command(
@@ -21,6 +27,16 @@ def eval_command(
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+    zero_shot_labels: Path | None = typer.Option(
+        None, "--zero-shot", help="zero-shot classification: LABELS.txt, one class per line ('value' or "
+        "'value<TAB>prompt name')", exists=True, dir_okay=False),
+    label_field: str | None = typer.Option(None, "--label-field", help="zero-shot: field with each row's class "
+                                           "(label, meta_*, or a text field); default 'label'"),
+    templates: Path | None = typer.Option(None, "--templates", help="zero-shot: prompt templates, one per line "
+                                          "with '{}' for the class name", exists=True, dir_okay=False),
+    compare: Path | None = typer.Option(None, "--compare", help="second model: paired bootstrap comparison",
+                                        exists=True, file_okay=False),
+    bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="bootstrap resamples for CIs and p-values"),
 ) -> None:
     """Cross-modal retrieval in both directions (R@1/5/10, MRR, median rank) and the modality gap."""
     from modalign.align import load
@@ -45,10 +61,18 @@ def eval_command(
         raise fail(str(exc)) from None
     payload = result.to_json()
     payload["split"] = split
+    from modalign.evaluation.report.payload import enrich_payload
+
+    enrich_payload(payload, result, n_boot=bootstrap)
     report_skipped([f"{i} [{m}]: {r}" for i, m, r in result.errors], None)
     console.print(metrics_table(f"{model_dir.name} on {data.name} ({split}, n={payload['n']})",
                                 {model.method: payload["directions"]}))
     console.print(f"modality gap: {payload['modality_gap']:.3f}")
+    if zero_shot_labels is not None or label_field is not None:
+        payload["zero_shot"] = _zero_shot(model, part, result, cache, zero_shot_labels, label_field, templates,
+                                          bootstrap)
+    if compare is not None:
+        payload["compare"] = _compare(model_dir, compare, part, result, cache, fraction, seed, bootstrap)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2))
@@ -58,3 +82,61 @@ def eval_command(
 
         write_report(report, model, part, result, payload)
         console.print(f"[green]wrote[/] {report}")
+
+
+def _zero_shot(model: AlignedModel, part: PairedDataset, result: EvalResult, cache: Path | None,
+               labels_path: Path | None, label_field: str | None, templates_path: Path | None,
+               n_boot: int) -> dict[str, Any]:
+    from modalign.evaluation.zeroshot import DEFAULT_TEMPLATES, read_labels, read_templates, zero_shot
+    from modalign.features import FeatureCache
+
+    try:
+        labels = read_labels(labels_path) if labels_path is not None else None
+        templates = read_templates(templates_path) if templates_path is not None else DEFAULT_TEMPLATES
+        z = zero_shot(model, part, label_field=label_field or "label", labels=labels, templates=templates,
+                      cache=FeatureCache(cache), embeddings=result.embeddings, n_boot=n_boot)
+    except (ModalignError, ValueError, KeyError, OSError) as exc:
+        raise fail(f"zero-shot: {exc}") from None
+    ci = z["CI95"]
+    console.print(
+        f"zero-shot {z['modality']} → {len(z['classes'])} classes of {z['label_field']!r} (n={z['n']}): "
+        f"top-1 {z['top1']:.3f} [{ci['top1'][0]:.3f}, {ci['top1'][1]:.3f}]  top-5 {z['top5']:.3f}  "
+        f"mean per-class recall {z['mean_per_class_recall']:.3f}  (chance {z['chance_top1']:.3f})")
+    return z
+
+
+def _compare(model_dir: Path, other_dir: Path, part: PairedDataset, result: EvalResult, cache: Path | None,
+             fraction: float, seed: int, n_boot: int) -> dict[str, Any]:
+    from rich.table import Table
+
+    from modalign.align import load
+    from modalign.evaluation import evaluate_detailed
+    from modalign.evaluation.compare import compare_results
+    from modalign.features import FeatureCache
+
+    try:
+        other = load(other_dir)
+    except ModalignError as exc:
+        raise fail(str(exc)) from None
+    if split_settings(other.training) != (fraction, seed):
+        err_console.print(f"[yellow]warning:[/] {other_dir.name} was fitted with another holdout split "
+                          f"{split_settings(other.training)}; it may have trained on these test concepts")
+    try:
+        with progress_bars() as update:
+            res_b = evaluate_detailed(other, part, FeatureCache(cache), progress=update)
+        block = compare_results(result, res_b, (model_dir.name, other_dir.name), n_boot=n_boot)
+    except (ModalignError, ValueError, KeyError) as exc:
+        raise fail(str(exc)) from None
+    block["split_matches"] = split_settings(other.training) == (fraction, seed)
+    table = Table(title=f"A = {model_dir.name}  vs  B = {other_dir.name} (paired bootstrap over queries)")
+    for col in ("direction", "metric", "A", "B", "B − A", "95% CI", "p"):
+        table.add_column(col, justify="left" if col in ("direction", "metric") else "right", no_wrap=True)
+    for direction, d in block["directions"].items():
+        for i, (metric, s) in enumerate(d["metrics"].items()):
+            lo, hi = s["CI95_delta"]
+            style = "bold green" if s["p_value"] < 0.05 else ""
+            table.add_row(direction if i == 0 else "", metric, f"{s['a']:.3f}", f"{s['b']:.3f}",
+                          f"{s['delta']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", f"[{style}]{s['p_value']:.4f}[/]" if style
+                          else f"{s['p_value']:.4f}", end_section=i == len(d["metrics"]) - 1)
+    console.print(table)
+    return block

@@ -1,0 +1,99 @@
+"""HTML building blocks of the reports: the page template, tables, number formatting. No JavaScript."""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from importlib.resources import files
+from string import Template
+from typing import Any
+
+from modalign import __version__
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """Numbers as shown in every report table (the JSON keeps full precision)."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "–"
+        return f"{value:g}" if value.is_integer() and abs(value) > 1 else f"{value:.{digits}f}"
+    return esc(value)
+
+
+#: metrics shown as plain numbers (ranks, counts), not as 3-decimal shares
+WHOLE = ("median_rank", "mean_rank", "queries", "n")
+
+
+def fmt_metric(key: str, value: Any, digits: int = 3) -> str:
+    if key in WHOLE and isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+        return f"{value:g}"
+    return fmt(value, digits)
+
+
+def with_ci(value: Any, ci: Sequence[float] | None, digits: int = 3, key: str = "") -> str:
+    cell = fmt_metric(key, value, digits)
+    if ci and len(ci) == 2:
+        lo, hi = (fmt_metric(key, float(v), digits) for v in ci)
+        cell += f'<span class="ci">[{lo}, {hi}]</span>'
+    return cell
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], classes: Sequence[str] | None = None,
+          table_id: str | None = None) -> str:
+    """Cells are HTML already (callers escape text with ``esc``)."""
+    attr = f' id="{esc(table_id)}"' if table_id else ""
+    out = [f"<table{attr}><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead><tbody>"]
+    for i, row in enumerate(rows):
+        cls = f' class="{classes[i]}"' if classes and classes[i] else ""
+        out.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def figure(uri: str, alt: str, caption: str = "", width: int | None = None) -> str:
+    style = f' style="width:{width}px"' if width else ""
+    cap = f"<figcaption>{caption}</figcaption>" if caption else ""
+    return f'<figure><img src="{uri}" alt="{esc(alt)}"{style}>{cap}</figure>'
+
+
+def section(anchor: str, title: str, body: str, note: str = "") -> str:
+    note_html = f'<p class="note">{note}</p>' if note else ""
+    return f'<section id="{esc(anchor)}"><h2>{esc(title)}</h2>{note_html}{body}</section>'
+
+
+def facts(items: Mapping[str, Any]) -> str:
+    return '<dl class="facts">' + "".join(f"<dt>{esc(k)}</dt><dd>{v}</dd>" for k, v in items.items()) + "</dl>"
+
+
+def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]], payload: Mapping[str, Any],
+         footer: str = "") -> str:
+    """sections: (anchor, nav label, html). The payload is embedded verbatim as JSON (machine-readable twin)."""
+    template = Template(files("modalign.evaluation.report").joinpath("template.html").read_text(encoding="utf-8"))
+    nav = "<nav>" + "".join(f'<a href="#{esc(a)}">{esc(label)}</a>' for a, label, _ in sections) + "</nav>"
+    data = json.dumps(payload, ensure_ascii=False, allow_nan=True, default=_jsonable).replace("</", "<\\/")
+    return template.substitute(
+        title=esc(title), subtitle=subtitle, nav=nav, body="\n".join(h for _, _, h in sections),
+        footer=footer or f"made by modalign {esc(__version__)}", payload=data, version=esc(__version__),
+    )
+
+
+def _jsonable(obj: Any) -> Any:
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return str(obj)

@@ -1,0 +1,101 @@
+"""``modalign probe``: every layer pair scored by several measures; agrees with ``fit --layers auto``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from modalign.metrics import get_metric
+from modalign.metrics.probe import DEFAULT_PROBE_METRICS, probe_layers, sample_rows
+from test_report import chromium, run_cli, shared
+
+Planted = tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+@pytest.fixture(scope="module")
+def planted() -> Planted:
+    """Layer 'mid' of a and 'deep' of b carry the same latent; the other layers are noise or a weak copy."""
+    rng = np.random.default_rng(1)
+    n = 150
+    z = rng.normal(size=(n, 5))
+    features = {
+        "a": {"shallow": rng.normal(size=(n, 24)),
+              "mid": z @ rng.normal(size=(5, 24)) + 0.2 * rng.normal(size=(n, 24)),
+              "last": z[:, :1] @ rng.normal(size=(1, 24)) + 2.0 * rng.normal(size=(n, 24))},
+        "b": {"early": rng.normal(size=(n, 16)),
+              "deep": np.tanh(z @ rng.normal(size=(5, 16))) + 0.2 * rng.normal(size=(n, 16))},
+    }
+    present = {"a": np.ones(n, bool), "b": np.ones(n, bool)}
+    present["b"][:10] = False  # rows without b are not pairs
+    return features, present
+
+
+def test_planted_layer_pair_wins_every_measure(planted: Planted) -> None:
+    features, present = planted
+    result = probe_layers(features, present, ["a", "b"])
+    assert result.recommendation == {"a": "mid", "b": "deep"}
+    pair = result.pairs["a|b"]
+    assert pair.n == 140
+    for metric in DEFAULT_PROBE_METRICS:
+        assert pair.tables[metric].shape == (3, 2)
+        assert pair.best(metric)[:2] == ("mid", "deep"), metric
+    out = result.to_json()
+    assert out["pairs"]["a|b"]["best"]["cka"]["a"] == "mid"
+    assert out["default_layers"] == {"a": "last", "b": "deep"}
+
+
+def test_measures_use_the_rows_layer_selection_draws(planted: Planted) -> None:
+    features, present = planted
+    result = probe_layers(features, present, ["a", "b"], metrics=["cka"], seed=3, max_pairs=60)
+    rows = sample_rows(present, ["a", "b"], seed=3, max_pairs=60)
+    assert len(rows) == 60 and result.pairs["a|b"].n == 60
+    expected = get_metric("cka")(features["a"]["shallow"][rows], features["b"]["early"][rows])
+    assert result.pairs["a|b"].at("cka", "shallow", "early") == pytest.approx(expected)
+
+
+def test_rejects_measures_of_one_space(planted: Planted) -> None:
+    features, present = planted
+    with pytest.raises(ValueError, match="alignment"):
+        probe_layers(features, present, ["a", "b"], metrics=["alignment"])
+
+
+def test_probe_cli_matches_fit_layers_auto(tmp_path_factory: pytest.TempPathFactory, artifacts_dir: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    manifest, cache = shared(tmp_path_factory)
+    out = tmp_path_factory.mktemp("probe")
+    text = run_cli(["probe", "--data", str(manifest), "--modalities", "image,text", "--holdout", "0.25",
+                    "--cache", str(cache), "--json", str(out / "probe.json"),
+                    "--report", str(out / "probe.html")])
+    assert "fit --layers auto" in text and "mutual_knn" in text
+    probe = json.loads((out / "probe.json").read_text())
+    pair = probe["pairs"]["image|text"]
+    assert pair["n"] == 45  # the training part: 15 of 20 photos × 3 views
+    assert len(pair["layers"]["image"]) == 13 and len(pair["layers"]["text"]) == 7
+    assert set(pair["scores"]) == set(DEFAULT_PROBE_METRICS)
+
+    run_cli(["fit", "--data", str(manifest), "--modalities", "image,text", "--layers", "auto", "--holdout", "0.25",
+             "--method", "procrustes", "--dim", "16", "--cache", str(cache), "--out", str(out / "auto")])
+    chosen = json.loads((out / "auto" / "config.json").read_text())["modalities"]
+    fit_layers = json.loads((out / "auto" / "metrics.json").read_text())["layers"]
+    assert fit_layers["n"] == pair["n"]
+    assert probe["recommendation"] == {m: chosen[m]["layer"] for m in ("image", "text")}
+    # the mutual-kNN table is the one fit scored, cell for cell
+    for i, la in enumerate(pair["layers"]["image"]):
+        for j, lt in enumerate(pair["layers"]["text"]):
+            assert pair["scores"]["mutual_knn"][i][j] == pytest.approx(fit_layers["scores"]["image|text"][f"{la}|{lt}"],
+                                                                       abs=1e-6)
+
+    with sync_playwright() as p:
+        browser = chromium(p)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto((out / "probe.html").as_uri())
+        images = page.eval_on_selector_all("img", "els => els.map(e => e.complete && e.naturalWidth > 0)")
+        rows = page.eval_on_selector_all("#probe-summary tbody tr", "rs => rs.length")
+        page.screenshot(path=str(artifacts_dir / "probe-report.png"), full_page=True)
+        browser.close()
+    assert len(images) == len(DEFAULT_PROBE_METRICS) and all(images)
+    assert rows == len(DEFAULT_PROBE_METRICS)
