@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is present. Without root, prints the apt command.
 set -euo pipefail
 
-APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core kanjidic-xml libcairo2)
+APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core kanjidic-xml libcairo2 espeak-ng fluidsynth fluid-soundfont-gm)
 APT_PACKAGES+=(chromium)  # headless browser tests of the HTML reports (playwright, never `playwright install`)
 
 missing=()

@@ -3,7 +3,9 @@
 from modalign.data.recipes import (
     emoji,  # noqa: F401
     icons,  # noqa: F401
+    instruments,  # noqa: F401
     kanji,  # noqa: F401
+    speech,  # noqa: F401
 )
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult
 
