@@ -4,6 +4,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core kanjidic-xml libcairo2 espeak-ng fluidsynth fluid-soundfont-gm)
+APT_PACKAGES+=(sword-text-kjv sword-text-web sword-text-sparv)  # bible-en-es
 APT_PACKAGES+=(chromium)  # headless browser tests of the HTML reports (playwright, never `playwright install`)
 
 missing=()

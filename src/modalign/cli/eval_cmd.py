@@ -37,6 +37,8 @@ def eval_command(
     compare: Path | None = typer.Option(None, "--compare", help="second model: paired bootstrap comparison",
                                         exists=True, file_okay=False),
     bootstrap: int = typer.Option(1000, "--bootstrap", min=100, help="bootstrap resamples for CIs and p-values"),
+    crosslingual: bool = typer.Option(True, "--crosslingual/--no-crosslingual", help="with >= 2 text modalities: "
+                                      "retrieval per language pair and the mean rank variance (MRV)"),
 ) -> None:
     """Cross-modal retrieval in both directions (R@1/5/10, MRR, median rank) and the modality gap."""
     from modalign.align import load
@@ -68,6 +70,10 @@ def eval_command(
     console.print(metrics_table(f"{model_dir.name} on {data.name} ({split}, n={payload['n']})",
                                 {model.method: payload["directions"]}))
     console.print(f"modality gap: {payload['modality_gap']:.3f}")
+    if crosslingual:
+        block = _crosslingual(model, result)
+        if block is not None:
+            payload["crosslingual"] = block
     if zero_shot_labels is not None or label_field is not None:
         payload["zero_shot"] = _zero_shot(model, part, result, cache, zero_shot_labels, label_field, templates,
                                           bootstrap)
@@ -139,4 +145,27 @@ def _compare(model_dir: Path, other_dir: Path, part: PairedDataset, result: Eval
                           f"{s['delta']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", f"[{style}]{s['p_value']:.4f}[/]" if style
                           else f"{s['p_value']:.4f}", end_section=i == len(d["metrics"]) - 1)
     console.print(table)
+    return block
+
+
+def _crosslingual(model: AlignedModel, result: EvalResult) -> dict[str, Any] | None:
+    from rich.table import Table
+
+    from modalign.evaluation.crosslingual import crosslingual_report
+
+    block = crosslingual_report(result, {m: b.kind for m, b in model.branches.items()})
+    if block is None:
+        return None
+    console.print(metrics_table("cross-lingual: language pairs", {model.method: block["pairs"]},
+                                keys=("R@1", "R@5", "MRR", "median_rank")))
+    for pivot, p in block["pivots"].items():
+        table = Table(title=f"languages ↔ {pivot} on the {p['n_rows']} rows that have all of them "
+                            f"(MRV: mean rank variance across languages, 0 = consistent)")
+        for col in ("language", f"→{pivot} R@1", f"→{pivot} MRR", f"{pivot}→ R@1", f"{pivot}→ MRR"):
+            table.add_column(col, justify="left" if col == "language" else "right")
+        for lang in p["languages"]:
+            to, frm = p["to"][lang], p["from"][lang]
+            table.add_row(lang, f"{to['R@1']:.3f}", f"{to['MRR']:.3f}", f"{frm['R@1']:.3f}", f"{frm['MRR']:.3f}")
+        table.add_row("MRV", f"{p['MRV_to']:.2f}", "", f"{p['MRV_from']:.2f}", "", style="bold")
+        console.print(table)
     return block

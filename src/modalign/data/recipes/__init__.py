@@ -1,6 +1,7 @@
 """Dataset recipes; importing this package registers every built-in one."""
 
 from modalign.data.recipes import (
+    bible,  # noqa: F401
     emoji,  # noqa: F401
     icons,  # noqa: F401
     instruments,  # noqa: F401
