@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is present. Without root, prints the apt command.
 set -euo pipefail
 
-APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core kanjidic-xml libcairo2 espeak-ng fluidsynth fluid-soundfont-gm)
+APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core libfribidi0 kanjidic-xml libcairo2 espeak-ng fluidsynth fluid-soundfont-gm)
 APT_PACKAGES+=(sword-text-kjv sword-text-web sword-text-sparv)  # bible-en-es
 APT_PACKAGES+=(chromium)  # headless browser tests of the HTML reports (playwright, never `playwright install`)
 
@@ -24,10 +24,13 @@ if ((${#missing[@]})); then
 fi
 
 NPM_PREFIX="${MODALIGN_NPM_PREFIX:-$HOME/.cache/modalign/npm}"
-NPM_PACKAGES=(openmoji @mdi/svg @tabler/icons lucide-static)
+# name@version: the recipes read these packages' file layouts, so the versions are pinned
+NPM_PACKAGES=(openmoji@17.0.0 @lobehub/fluent-emoji-3d@1.1.0 emoji-datasource-google@16.0.0)
+NPM_PACKAGES+=(@mdi/svg @tabler/icons lucide-static)  # icons
 npm_missing=()
-for pkg in "${NPM_PACKAGES[@]}"; do
-  [[ -d "$NPM_PREFIX/node_modules/$pkg" ]] || npm_missing+=("$pkg")
+for spec in "${NPM_PACKAGES[@]}"; do
+  name="${spec%@*}"; [[ -z "$name" ]] && name="$spec"  # strip "@version" (scoped names start with @)
+  [[ -d "$NPM_PREFIX/node_modules/$name" ]] || npm_missing+=("$spec")
 done
 if ((${#npm_missing[@]})); then
   if command -v npm >/dev/null; then

@@ -65,7 +65,8 @@ def test_validation_lists_every_bad_row(tmp_path: Path) -> None:
 
 
 def test_skip_keeps_good_rows_and_records_errors(tmp_path: Path) -> None:
-    m = _write_jsonl(tmp_path / "m.jsonl", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}, {"id": "b", "text": ""}])
+    rows = [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}, {"id": "b", "text": ""}]
+    m = _write_jsonl(tmp_path / "m.jsonl", rows)
     ds = PairedDataset.from_manifest(m, on_error="skip")
     assert ds.ids == ["a"]
     assert [(e.row, e.field) for e in ds.errors] == [(2, "id"), (3, "text")]
@@ -82,7 +83,7 @@ def test_error_list_is_capped_at_20(tmp_path: Path) -> None:
 def test_invalid_json_line_is_named(tmp_path: Path) -> None:
     m = tmp_path / "m.jsonl"
     m.write_text('{"id": "a", "text": "x"}\n{"id": "b", "text": \n')
-    with pytest.raises(ManifestError, match="row 2.*invalid JSON"):
+    with pytest.raises(ManifestError, match=r"row 2.*invalid JSON"):
         PairedDataset.from_manifest(m, on_error="fail")
 
 

@@ -27,7 +27,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class _Boom:
-    def __reduce__(self):  # noqa: ANN204 - the classic pickle RCE payload
+    def __reduce__(self):  # the classic pickle code-execution payload
         return (Path("/tmp/modalign-pwned").touch, ())
 
 
