@@ -280,6 +280,7 @@ class InstrumentsRecipe(DatasetRecipe):
             "near-identical.",
             "- Sound-effect programs (seashore, helicopter, applause, gunshot) ignore pitch; percussive ones "
             "decay within the clip; the held note is cut at the clip end for slow-attack pads.",
+            "- FluidR3's contrabass has no samples above G3: its higher notes render silent and are dropped.",
             "- Names of held-out instruments are unseen text: retrieval on them is zero-shot and hard.",
             "", "## Notes from the last prepare", "",
             *(f"- {note}" for note in notes or ["none"]),

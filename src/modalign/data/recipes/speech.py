@@ -96,7 +96,7 @@ def run_tasks(
     """``work`` over ``tasks`` in a thread pool (the work is a subprocess), reporting progress."""
     total = len(tasks)
     results: list[Any] = []
-    if progress:
+    if progress and total:  # nothing to do (a re-run): no empty bar
         progress(stage, 0, total)
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for done, result in enumerate(pool.map(work, tasks), start=1):
