@@ -219,10 +219,10 @@ def test_deterministic_and_layer_subset(encoder, all_layers, sample_dir: Path) -
 
 
 def test_batching_does_not_change_features(encoder, all_layers, sample_dir: Path) -> None:
-    items = [*_photos(sample_dir), sample_dir / "camera_gray.png"]
+    items = _photos(sample_dir)[:3]
     layer = encoder.default_layer
     small = encoder.encode(items, layers=[layer], batch_size=2)[layer]
-    np.testing.assert_allclose(small, all_layers[layer], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(small, all_layers[layer][:3], rtol=1e-4, atol=1e-4)
 
 
 def test_pil_query_matches_file(encoder, all_layers, sample_dir: Path) -> None:
@@ -234,7 +234,7 @@ def test_pil_query_matches_file(encoder, all_layers, sample_dir: Path) -> None:
 
 def test_corrupt_file_raises_item_error(encoder, sample_dir: Path) -> None:
     items = [sample_dir / "chelsea.jpg", sample_dir / "truncated.png"]
-    with pytest.raises(ItemError, match="truncated.png"):
+    with pytest.raises(ItemError, match=r"truncated\.png"):
         encoder.encode(items)
 
 

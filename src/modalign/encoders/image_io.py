@@ -59,7 +59,7 @@ def to_rgb(img: Image.Image, background: tuple[int, int, int] = (255, 255, 255))
         img = _high_depth_to_8bit(img)
     if img.mode == "RGB":
         return img
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or img.has_transparency_data:
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, (*background, 255))
         return Image.alpha_composite(canvas, rgba).convert("RGB")
@@ -70,12 +70,15 @@ def open_image(item: Any, draft_size: int | None = None) -> Image.Image:
     """Decode one item (path, ``str`` path, encoded ``bytes`` or a PIL image) to an RGB image.
 
     ``draft_size`` lets JPEG decoding downscale in the DCT domain (to at least that size), which makes
-    large photos several times faster to read; the result stays deterministic.
+    large photos several times faster to read; the result stays deterministic. It applies to paths and
+    bytes only: a PIL image handed in is already decoded, so a large JPEG passed as a PIL image gives
+    slightly different pixels than the same file passed as a path (pass paths or bytes to match).
     """
     if isinstance(item, Image.Image):
         _check_size(item, item.size)
         try:
-            return to_rgb(item)
+            # same orientation as when the file is read from disk (a no-op once already applied)
+            return to_rgb(ImageOps.exif_transpose(item))
         except _PIL_ERRORS as exc:
             raise ItemError(item, f"cannot convert image: {exc}") from exc
     if isinstance(item, bytes | bytearray | memoryview):

@@ -62,9 +62,7 @@ class MiniLMEncoder(Encoder):
                 raise ItemError(item, f"text encoder got {type(item).__name__}, expected str")
             texts.append(item)
         torch = self._torch
-        tok = self._tokenizer(
-            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        tok = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         with torch.inference_mode():
             out = self._model(**tok, output_hidden_states=True)
         mask = tok["attention_mask"].unsqueeze(-1).to(torch.float32)
