@@ -2,17 +2,27 @@
 
 All solvers work on standardised features (centered, divided by the mean row norm — the same
 standardisation every head applies), so the result drops into ``AlignedModel`` unchanged.
+
+Two modalities: Procrustes and CCA are symmetric. More (or a locked modality): one *anchor* modality
+defines the space — its own PCA (Procrustes, ridge), its canonical space with its best-paired partner
+(CCA) or its raw standardised features (locked) — and every other modality is mapped into it on the
+rows it shares with the anchor: a rotation (Procrustes), CCA against the fixed anchor coordinates,
+or ridge regression.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
+from modalign.align.heads.base import Head
+from modalign.align.heads.identity import IdentityHead
 from modalign.align.heads.linear import LinearHead
 
 
-def _standardized(head: LinearHead, x: np.ndarray) -> np.ndarray:
+def _standardized(head: Head, x: np.ndarray) -> np.ndarray:
     head.fit_input_stats(x)
     with torch.no_grad():
         return head.standardize(torch.as_tensor(x, dtype=torch.float32)).numpy().astype(np.float64)
@@ -38,24 +48,165 @@ def common_dim(dim: int, xa: np.ndarray, xb: np.ndarray) -> int:
     return int(min(dim, xa.shape[1], xb.shape[1], len(xa) - 1))
 
 
-def fit_procrustes(
-    xa: np.ndarray, xb: np.ndarray, dim: int = 256, whiten: bool = True
-) -> tuple[LinearHead, LinearHead]:
-    """Orthogonal Procrustes between PCA(+whitened) spaces of two modalities.
+def _shrunk(c: np.ndarray, reg: float) -> np.ndarray:
+    """(1 − reg)·C + reg·(tr C / d)·I: scale-free shrinkage towards a multiple of the identity."""
+    d = len(c)
+    return (1 - reg) * c + reg * (np.trace(c) / d) * np.eye(d)
 
-    Each side is projected onto its top-k principal components (k = the common dim), whitened
-    if asked; then W = U Vᵀ from the SVD of Bᵀ A is the rotation taking B closest to A.
-    Heads: a → A, b → B W.
-    """
-    if len(xa) != len(xb):
-        raise ValueError(f"Procrustes needs paired rows, got {len(xa)} and {len(xb)}")
-    k = common_dim(dim, xa, xb)
-    head_a, head_b = LinearHead(xa.shape[1], k, bias=True), LinearHead(xb.shape[1], k, bias=True)
-    a, b = _standardized(head_a, xa), _standardized(head_b, xb)
+
+def _inv_sqrt(c: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(c)
+    return (v / np.sqrt(np.maximum(w, 1e-10 * max(w.max(), 1e-30)))) @ v.T
+
+
+def _sqrt(c: np.ndarray) -> np.ndarray:
+    w, v = np.linalg.eigh(c)
+    return (v * np.sqrt(np.maximum(w, 0))) @ v.T
+
+
+# ---------------------------------------------------------------------------- two-modality solvers
+def procrustes_pair(a: np.ndarray, b: np.ndarray, k: int, whiten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """PCA(+whitening) of each side to k dims, then W = U Vᵀ from the SVD of Bᵀ A rotates B onto A."""
     pa, sa = pca_basis(a, k)
     pb, sb = pca_basis(b, k)
     if whiten:
         pa, pb = pa / sa, pb / sb
-    u, _, vt = np.linalg.svd((b @ pb).T @ (a @ pa))
-    rotation = u @ vt
-    return _set_linear(head_a, pa), _set_linear(head_b, pb @ rotation)
+    u, _, vt = np.linalg.svd((b @ pb).T @ (a @ pa), full_matrices=False)
+    return pa, pb @ (u @ vt)
+
+
+def cca_pair(a: np.ndarray, b: np.ndarray, k: int, reg: float = 0.1, power: float = 1.0) -> tuple[np.ndarray, ...]:
+    """Regularised CCA: top-k canonical directions of each side, each scaled by ρ^(power/2).
+
+    Scaling by the canonical correlations ρ lets well-correlated directions dominate the cosine
+    (power 0 = plain whitened canonical variates).
+    """
+    n = len(a)
+    ka, kb = _inv_sqrt(_shrunk(a.T @ a / n, reg)), _inv_sqrt(_shrunk(b.T @ b / n, reg))
+    u, s, vt = np.linalg.svd(ka @ (a.T @ b / n) @ kb, full_matrices=False)
+    w = np.maximum(s[:k], 1e-8) ** (power / 2)
+    return (ka @ u[:, :k]) * w, (kb @ vt[:k].T) * w
+
+
+# ---------------------------------------------------------------------------- into a fixed anchor space
+def procrustes_to(target: np.ndarray, b: np.ndarray, whiten: bool = True) -> np.ndarray:
+    """(Semi-)orthogonal map of b's PCA(+whitened) coordinates onto fixed anchor coordinates."""
+    k = min(target.shape[1], b.shape[1], len(b) - 1)
+    pb, sb = pca_basis(b, k)
+    if whiten:
+        pb = pb / sb
+    u, _, vt = np.linalg.svd((b @ pb).T @ target, full_matrices=False)
+    return pb @ (u @ vt)
+
+
+def cca_to(target: np.ndarray, b: np.ndarray, reg: float = 0.1, power: float = 1.0) -> np.ndarray:
+    """CCA of b against fixed anchor coordinates Y, expressed back in Y's coordinates.
+
+    b's canonical variates, scaled by ρ^power, are mapped into Y through (Cyy^{-1/2} U)^{-1} =
+    Uᵀ Cyy^{1/2}; with power 1 and no truncation this is least-squares regression of Y on b.
+    """
+    n = len(b)
+    cyy = _shrunk(target.T @ target / n, 1e-6)
+    ky, kb = _inv_sqrt(cyy), _inv_sqrt(_shrunk(b.T @ b / n, reg))
+    u, s, vt = np.linalg.svd(ky @ (target.T @ b / n) @ kb, full_matrices=False)
+    k = min(len(s), target.shape[1])
+    return (kb @ vt[:k].T) * (np.maximum(s[:k], 1e-8) ** power) @ u[:, :k].T @ _sqrt(cyy)
+
+
+def ridge_to(target: np.ndarray, b: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    """argmin_W ‖bW − Y‖² + α'‖W‖², with α' = α·tr(bᵀb)/D (α is relative to the features' scale)."""
+    gram = b.T @ b
+    reg = alpha * np.trace(gram) / len(gram)
+    return np.linalg.solve(gram + reg * np.eye(len(gram)), b.T @ target)
+
+
+# ---------------------------------------------------------------------------- n modalities
+@dataclass
+class ClosedFormSettings:
+    kind: str  # procrustes | cca | ridge
+    dim: int = 256
+    whiten: bool = True  # procrustes: both sides; ridge: the anchor's PCA target
+    reg: float = 0.1  # cca shrinkage
+    power: float = 1.0  # cca: weight canonical directions by ρ^power
+    alpha: float = 0.1  # ridge
+
+
+def fit_closed_form(
+    features: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    modalities: list[str],
+    settings: ClosedFormSettings,
+    anchor: str | None = None,
+    locked: tuple[str, ...] = (),
+) -> dict[str, Head]:
+    """Heads of every modality from one closed-form solver (see the module docstring)."""
+    if settings.kind not in ("procrustes", "cca", "ridge"):
+        raise ValueError(f"unknown closed-form solver {settings.kind!r}")
+    anchor = anchor or (locked[0] if locked else None) or modalities[0]
+    if anchor not in modalities:
+        raise ValueError(f"anchor {anchor!r} is not one of the modalities {modalities}")
+    extra = [m for m in locked if m != anchor]
+    if extra:
+        raise ValueError(f"closed-form methods can lock only the anchor modality ({anchor!r}), not {extra}")
+    std: dict[str, np.ndarray] = {}
+    heads: dict[str, Head] = {}
+    for m in modalities:
+        rows = present[m]
+        if rows.sum() < 3:
+            raise ValueError(f"modality {m!r} has fewer than 3 rows")
+        heads[m] = IdentityHead(features[m].shape[1]) if m in locked else LinearHead(features[m].shape[1], 1)
+        full = np.zeros(features[m].shape, np.float64)
+        full[rows] = _standardized(heads[m], features[m][rows])
+        std[m] = full
+    others = [m for m in modalities if m != anchor]
+    shared = {m: np.flatnonzero(present[anchor] & present[m]) for m in others}
+    for m, rows in shared.items():
+        if len(rows) < 3:
+            raise ValueError(f"{settings.kind}: modality {m!r} shares {len(rows)} rows with the anchor {anchor!r}")
+    mats: dict[str, np.ndarray] = {}
+    a_all = std[anchor][present[anchor]]
+    k = min(settings.dim, a_all.shape[1], len(a_all) - 1)
+    if anchor in locked:
+        pass  # the anchor's standardised features are the space (identity head)
+    elif settings.kind == "procrustes" and len(modalities) == 2:
+        m = others[0]
+        a, b = std[anchor][shared[m]], std[m][shared[m]]
+        mats[anchor], mats[m] = procrustes_pair(a, b, common_dim(settings.dim, a, b), settings.whiten)
+    elif settings.kind == "cca":
+        first = max(others, key=lambda m: len(shared[m]))  # the canonical space comes from the best-paired one
+        a, b = std[anchor][shared[first]], std[first][shared[first]]
+        mats[anchor], mats[first] = cca_pair(a, b, common_dim(settings.dim, a, b), settings.reg, settings.power)
+    else:
+        basis, sd = pca_basis(a_all, k)
+        mats[anchor] = basis / sd if settings.whiten else basis
+    for m in others:
+        if m in mats:
+            continue
+        rows = shared[m]
+        a = std[anchor][rows]
+        target = a @ mats[anchor] if anchor in mats else a
+        b = std[m][rows]
+        if settings.kind == "procrustes":
+            mats[m] = procrustes_to(target, b, settings.whiten)
+        elif settings.kind == "cca":
+            mats[m] = cca_to(target, b, settings.reg, settings.power)
+        else:
+            mats[m] = ridge_to(target, b, settings.alpha)
+    for m, mat in mats.items():
+        head = LinearHead(features[m].shape[1], mat.shape[1], bias=True)
+        head.input_mean.copy_(heads[m].input_mean)
+        head.input_scale.copy_(heads[m].input_scale)
+        heads[m] = _set_linear(head, mat)
+    return heads
+
+
+def fit_procrustes(
+    xa: np.ndarray, xb: np.ndarray, dim: int = 256, whiten: bool = True
+) -> tuple[LinearHead, LinearHead]:
+    """Orthogonal Procrustes between PCA(+whitened) spaces of two paired modalities (heads a, b)."""
+    if len(xa) != len(xb):
+        raise ValueError(f"Procrustes needs paired rows, got {len(xa)} and {len(xb)}")
+    ones = np.ones(len(xa), dtype=bool)
+    heads = fit_closed_form({"a": xa, "b": xb}, {"a": ones, "b": ones}, ["a", "b"],
+                            ClosedFormSettings("procrustes", dim=dim, whiten=whiten))
+    return heads["a"], heads["b"]  # type: ignore[return-value]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
+from modalign.align.heads.base import HEADS, Head
 from modalign.align.methods import METHODS, FitContext
 from modalign.align.model import AlignedModel, Branch
 from modalign.align.trainer import TrainData, TrainerSettings
@@ -68,6 +70,70 @@ def encode_column(
     return feats, mask, errors
 
 
+@dataclass
+class ArrayFit:
+    """What ``fit_arrays`` learnt: heads, the layers used and the facts for metrics.json."""
+
+    heads: dict[str, Head]
+    chosen: dict[str, str]
+    info: dict[str, Any]
+    layer_report: dict[str, Any]
+    n_train: int
+    n_val: int
+    n_groups: int
+
+
+def fit_arrays(
+    features: Mapping[str, Mapping[str, np.ndarray]],
+    present: Mapping[str, np.ndarray],
+    groups: Sequence[str],
+    modalities: Sequence[str],
+    *,
+    default_layers: Mapping[str, str],
+    method: str = "infonce",
+    head: str = "linear",
+    head_options: Mapping[str, Any] | None = None,
+    dim: int = 256,
+    layers: LayerChoice = "last",
+    val_fraction: float = 0.1,
+    settings: TrainerSettings | None = None,
+    options: Mapping[str, Any] | None = None,
+    locked: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> ArrayFit:
+    """The part of ``fit`` after encoding: ``features[m][layer]`` (n_rows, D) with ``present[m]``.
+
+    Benchmarks call it directly to fit many configurations on features encoded once.
+    """
+    modalities = list(modalities)
+    settings = settings or TrainerSettings()
+    layer_report: dict[str, Any] = {}
+    if layers == "auto":
+        from modalign.align.layer_selection import select_layers
+
+        chosen, layer_report = select_layers({m: dict(features[m]) for m in modalities}, dict(present), modalities,
+                                             seed=settings.seed)
+    else:
+        chosen = {m: _layer_for(m, list(features[m]), default_layers[m], layers) for m in modalities}
+
+    group_ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    group_index = np.array([group_ids[g] for g in groups], dtype=np.int64)
+    train_idx, val_idx = split_indices(list(groups), val_fraction, seed=settings.seed + 1) if val_fraction > 0 \
+        else (list(range(len(groups))), [])
+
+    def part(idx: list[int]) -> TrainData:
+        ix = np.asarray(idx, dtype=np.int64)
+        return TrainData(features={m: features[m][chosen[m]][ix] for m in modalities},
+                         present={m: present[m][ix] for m in modalities}, groups=group_index[ix])
+
+    ctx = FitContext(modalities=modalities, train=part(train_idx), val=part(val_idx) if val_idx else None,
+                     dim=dim, head=head, head_options=dict(head_options or {}), settings=settings,
+                     options=dict(options or {}), locked=tuple(locked), progress=progress)
+    heads, info = METHODS.get(method)(ctx)
+    return ArrayFit(heads={m: h.eval() for m, h in heads.items()}, chosen=chosen, info=info,
+                    layer_report=layer_report, n_train=len(train_idx), n_val=len(val_idx), n_groups=len(group_ids))
+
+
 def fit(
     dataset: PairedDataset,
     modalities: Sequence[str],
@@ -86,14 +152,25 @@ def fit(
     on_error: Literal["skip", "fail"] = "skip",
     progress: Progress | None = None,
 ) -> AlignedModel:
-    """Fit heads aligning ``modalities`` of ``dataset`` (use ``dataset.split`` first to hold out a test set)."""
+    """Fit heads aligning ``modalities`` of ``dataset`` (use ``dataset.split`` first to hold out a test set).
+
+    ``method``: a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes,
+    cca, ridge); ``options`` holds its knobs and regularizer weights (``{"structure": 10}``);
+    ``locked`` modalities keep their frozen features (identity head), the others map into them.
+    """
     modalities = list(modalities)
     if len(modalities) < 2:
         raise ValueError(f"need at least two modalities to align, got {modalities}")
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"a modality is listed twice in {modalities}")
     for m in modalities:
         if m not in dataset.columns:
             raise ValueError(f"modality {m!r} is not in the data; it has {dataset.modalities}")
+    for m in locked:
+        if m not in modalities:
+            raise ValueError(f"locked modality {m!r} is not one of {modalities}")
     METHODS.get(method)  # unknown method: fail before any encoding
+    HEADS.get(head)
     settings = settings or TrainerSettings()
     encoders = dict(encoders or {})
     cache = cache if cache is not None else FeatureCache()
@@ -105,62 +182,44 @@ def fit(
             raise ValueError(f"encoder {enc.name!r} reads {enc.kind}, but modality {m!r} is {dataset.kind(m)}")
 
     # every layer is cached in one pass anyway; select the layer(s) the choice needs
-    want_all = layers == "auto"
     features: dict[str, dict[str, np.ndarray]] = {}
     present: dict[str, np.ndarray] = {}
     errors: list[RowError] = list(dataset.errors)
     for m in modalities:
         enc = encs[m]
-        wanted = None if want_all else [_layer_for(m, enc, layers)]
+        wanted = None if layers == "auto" else [_layer_for(m, list(enc.layers), enc.default_layer, layers)]
         features[m], present[m], errs = encode_column(dataset, m, enc, cache, wanted, progress, on_error)
         errors.extend(errs)
 
-    layer_report: dict[str, Any] = {}
-    if want_all:
-        from modalign.align.layer_selection import select_layers
-
-        chosen, layer_report = select_layers(features, present, modalities, seed=settings.seed)
-    else:
-        chosen = {m: _layer_for(m, encs[m], layers) for m in modalities}
-
-    group_ids = {g: i for i, g in enumerate(dict.fromkeys(dataset.groups))}
-    groups = np.array([group_ids[g] for g in dataset.groups], dtype=np.int64)
-    train_idx, val_idx = split_indices(dataset.groups, val_fraction, seed=settings.seed + 1) if val_fraction > 0 \
-        else (list(range(len(dataset))), [])
-
-    def part(idx: list[int]) -> TrainData:
-        ix = np.asarray(idx, dtype=np.int64)
-        return TrainData(features={m: features[m][chosen[m]][ix] for m in modalities},
-                         present={m: present[m][ix] for m in modalities}, groups=groups[ix])
-
-    ctx = FitContext(modalities=modalities, train=part(train_idx), val=part(val_idx) if val_idx else None,
-                     dim=dim, head=head, head_options=dict(head_options or {}), settings=settings,
-                     options=dict(options or {}), locked=tuple(locked), progress=progress)
-    heads, info = METHODS.get(method)(ctx)
+    result = fit_arrays(features, present, dataset.groups, modalities,
+                        default_layers={m: e.default_layer for m, e in encs.items()}, method=method, head=head,
+                        head_options=head_options, dim=dim, layers=layers, val_fraction=val_fraction,
+                        settings=settings, options=options, locked=locked, progress=progress)
+    heads, info = result.heads, dict(result.info)
     out_dim = next(iter(heads.values())).out_dim
-    branches = {m: Branch(m, dataset.kind(m), specs[m][0], specs[m][1], chosen[m], heads[m].eval())
+    branches = {m: Branch(m, dataset.kind(m), specs[m][0], specs[m][1], result.chosen[m], heads[m])
                 for m in modalities}
     history = info.pop("history", None)
     training = {
         "method": method, "head": head, "head_options": dict(head_options or {}), "dim": out_dim,
         "layers": layers if isinstance(layers, str) else dict(layers), "options": dict(options or {}),
         "settings": vars(settings), "val_fraction": val_fraction, "locked": list(locked),
-        "n_rows": len(dataset), "n_train_rows": len(train_idx), "n_val_rows": len(val_idx),
-        "n_groups": len(group_ids), "n_skipped": len(errors),
+        "n_rows": len(dataset), "n_train_rows": result.n_train, "n_val_rows": result.n_val,
+        "n_groups": result.n_groups, "n_skipped": len(errors),
     }
-    metrics: dict[str, Any] = {"fit": info, "layers": {"chosen": chosen, **layer_report}}
+    metrics: dict[str, Any] = {"fit": info, "layers": {"chosen": result.chosen, **result.layer_report}}
     if history is not None:
         metrics["history"] = history
     return AlignedModel(branches=branches, dim=out_dim, method=method, training=training, metrics=metrics,
                         fit_errors=errors)
 
 
-def _layer_for(modality: str, encoder: Encoder, layers: LayerChoice) -> str:
+def _layer_for(modality: str, available: Sequence[str], default: str, layers: LayerChoice) -> str:
     if isinstance(layers, Mapping):
-        layer = layers.get(modality, encoder.default_layer)
-        if layer not in encoder.layers:
-            raise ValueError(f"encoder {encoder.name!r} has no layer {layer!r}; it has {list(encoder.layers)}")
+        layer = layers.get(modality, default)
+        if layer not in available:
+            raise ValueError(f"modality {modality!r}: no layer {layer!r}; its encoder has {list(available)}")
         return layer
     if layers != "last":
         raise ValueError(f"layers must be 'last', 'auto' or a mapping, got {layers!r}")
-    return encoder.default_layer
+    return default

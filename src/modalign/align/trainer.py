@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from modalign.align.heads.base import Head
-from modalign.align.losses.base import PairBatch, PairLoss
+from modalign.align.losses.base import Batch, Loss
 from modalign.evaluation.retrieval import first_positive_ranks
 
 log = logging.getLogger(__name__)
@@ -71,66 +71,71 @@ def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[
     return float(np.mean(scores)) if scores else float("nan")
 
 
-def train_pairwise(
+def _snapshot(heads: dict[str, Head], loss: Loss) -> tuple[dict[str, dict], dict]:
+    return copy.deepcopy({m: h.state_dict() for m, h in heads.items()}), copy.deepcopy(loss.state_dict())
+
+
+def train_heads(
     heads: dict[str, Head],
-    loss: PairLoss,
+    loss: Loss,
     train: TrainData,
     val: TrainData | None,
     settings: TrainerSettings,
     progress: Progress | None = None,
-    extra_loss: Callable[[dict[str, torch.Tensor], dict[str, torch.Tensor], np.ndarray, int], torch.Tensor]
-    | None = None,
+    frozen: Iterable[str] = (),
+    val_pairs: list[tuple[str, str]] | None = None,
 ) -> TrainResult:
-    """Sum ``loss`` over every modality pair present in a batch; keep the best epoch on validation.
+    """Minimise ``loss.batch_loss`` over mini-batches of rows holding ≥ 2 modalities; keep the epoch
+    with the best validation R@1 (``val_pairs``, default every pair), stop after ``patience`` stale ones.
 
-    ``extra_loss(z, x, rows, step)`` may add a term over all modalities of a batch (STRUCTURE,
-    intra-modal...). Heads must already have their input statistics fitted.
+    Heads in ``frozen`` (an existing space, progressive addition) and heads without parameters
+    (locked) are not trained: their embeddings are computed once. Heads must already have their
+    input statistics fitted. Each head's ``auxiliary_loss()`` (MoE load balancing) is added.
     """
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
-    params = [p for h in heads.values() for p in h.parameters() if p.requires_grad]
+    fixed = {m for m, h in heads.items() if m in set(frozen) or not any(p.requires_grad for p in h.parameters())}
+    trained = [m for m in heads if m not in fixed]
+    params = [p for m in trained for p in heads[m].parameters() if p.requires_grad]
     params += [p for p in loss.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("nothing to train: every head is locked")
+    if not trained or not params:
+        raise ValueError("nothing to train: every head is locked or frozen")
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    pairs = train.pairs()
     feats = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in train.features.items()}
+    present = {m: torch.as_tensor(p, dtype=torch.bool) for m, p in train.present.items()}
     groups = torch.as_tensor(train.groups, dtype=torch.int64)
-    usable = np.flatnonzero(np.sum([train.present[m] for m in train.features], axis=0) >= 2)
+    with torch.no_grad():
+        for m in fixed:
+            heads[m].eval()
+        fixed_z = {m: F.normalize(heads[m](feats[m]), dim=1) for m in fixed}
+    # a row is useful when it pairs a trained modality with any other one
+    n_mod = np.sum([train.present[m] for m in heads], axis=0)
+    has_trained = np.any([train.present[m] for m in trained], axis=0)
+    usable = np.flatnonzero((n_mod >= 2) & has_trained)
     if len(usable) < 2:
-        raise ValueError("fewer than 2 rows have two modalities: nothing to align")
+        raise ValueError("fewer than 2 rows pair a trained modality with another one: nothing to align")
 
-    best = (-1.0, -1, copy.deepcopy({m: h.state_dict() for m, h in heads.items()}), copy.deepcopy(loss.state_dict()))
+    best_state = _snapshot(heads, loss)
+    best = (-float("inf"), -1)
     history: list[dict[str, float]] = []
-    step = 0
-    stale = 0
+    step, stale = 0, 0
     for epoch in range(settings.epochs):
-        for h in heads.values():
-            h.train()
+        for m in trained:
+            heads[m].train()
         order = rng.permutation(usable)
         losses = []
         for start in range(0, len(order), settings.batch_size):
-            rows = order[start : start + settings.batch_size]
+            rows = torch.as_tensor(order[start : start + settings.batch_size])
             if len(rows) < 2:
                 continue
-            z = {m: F.normalize(heads[m](feats[m][rows]), dim=1) for m in heads}
-            total = torch.zeros(())
-            terms = 0
-            for a, b in pairs:
-                both = train.present[a][rows] & train.present[b][rows]
-                if both.sum() < 2:
-                    continue
-                idx = torch.as_tensor(np.flatnonzero(both))
-                batch = PairBatch(groups=groups[rows][idx], xa=feats[a][rows][idx], xb=feats[b][rows][idx], step=step)
-                total = total + loss(z[a][idx], z[b][idx], batch)
-                terms += 1
-            if terms == 0:
+            z = {m: fixed_z[m][rows] if m in fixed else F.normalize(heads[m](feats[m][rows]), dim=1) for m in heads}
+            batch = Batch(z=z, x={m: feats[m][rows] for m in heads}, present={m: present[m][rows] for m in heads},
+                          groups=groups[rows], step=step, frozen=frozenset(fixed))
+            total = loss.batch_loss(batch)
+            if total is None:
                 continue
-            total = total / terms
-            if extra_loss is not None:
-                total = total + extra_loss(z, {m: feats[m][rows] for m in heads}, rows, step)
-            for h in heads.values():
-                aux = h.auxiliary_loss()
+            for m in trained:
+                aux = heads[m].auxiliary_loss()
                 if aux is not None:
                     total = total + aux
             opt.zero_grad(set_to_none=True)
@@ -140,15 +145,16 @@ def train_pairwise(
             step += 1
         for h in heads.values():
             h.eval()
-        val_score = validation_score(heads, val, val.pairs()) if val is not None and len(val) else float("nan")
-        history.append({"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                        "val_R@1": val_score})
+        val_score = validation_score(heads, val, val_pairs or val.pairs()) if val is not None and len(val) \
+            else float("nan")
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        history.append({"epoch": epoch, "loss": mean_loss, "val_R@1": val_score})
         if progress is not None:
             progress("train", epoch + 1, settings.epochs)
-        score = val_score if not np.isnan(val_score) else -float(np.mean(losses) if losses else 0.0)
-        if score > best[0] + 1e-6 or best[1] < 0:
-            best = (score, epoch, copy.deepcopy({m: h.state_dict() for m, h in heads.items()}),
-                    copy.deepcopy(loss.state_dict()))
+        score = val_score if not np.isnan(val_score) else -mean_loss
+        if score > best[0] + 1e-6:
+            best = (score, epoch)
+            best_state = _snapshot(heads, loss)
             stale = 0
         else:
             stale += 1
@@ -156,9 +162,21 @@ def train_pairwise(
                 log.info("early stop at epoch %d (best %d, val R@1 %.4f)", epoch, best[1], best[0])
                 break
     for m, h in heads.items():
-        h.load_state_dict(best[2][m])
+        h.load_state_dict(best_state[0][m])
         h.eval()
-    loss.load_state_dict(best[3])
+    loss.load_state_dict(best_state[1])
     if progress is not None:
         progress("train", settings.epochs, settings.epochs)
     return TrainResult(best_epoch=best[1], best_val=best[0], history=history)
+
+
+def train_pairwise(
+    heads: dict[str, Head],
+    loss: Loss,
+    train: TrainData,
+    val: TrainData | None,
+    settings: TrainerSettings,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Backward-compatible name of ``train_heads`` (a pair loss is summed over every modality pair)."""
+    return train_heads(heads, loss, train, val, settings, progress)

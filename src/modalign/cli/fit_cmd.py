@@ -1,8 +1,10 @@
-"""``modalign fit``: align modalities of a manifest and save the model."""
+"""``modalign fit``: align modalities of a manifest (or add one to an existing space) and save the model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -11,52 +13,130 @@ from modalign.cli._ui import console, fail, progress_bars, report_skipped, write
 from modalign.errors import ModalignError
 
 
+def parse_options(values: list[str] | None, option: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are read as JSON when they parse (numbers, true/false), else strings."""
+    out: dict[str, Any] = {}
+    for item in values or []:
+        if "=" not in item:
+            raise fail(f"{option}: expected KEY=VALUE, got {item!r}")
+        key, raw = (s.strip() for s in item.split("=", 1))
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
 def fit_command(
     data: Path = typer.Option(..., "--data", help="manifest (JSONL, CSV or Parquet)", exists=True, dir_okay=False),
-    modalities: str = typer.Option(..., "--modalities", help="comma-separated modality fields, e.g. image,text"),
     out: Path = typer.Option(..., "--out", help="model directory to write"),
+    modalities: str = typer.Option("", "--modalities", help="comma-separated modality fields, e.g. image,text"),
     encoders: str = typer.Option("", "--encoders", help="MODALITY=ENCODER,... (default by kind)"),
-    method: str = typer.Option("infonce", "--method", help="alignment method"),
-    head: str = typer.Option("linear", "--head", help="head type for trained methods"),
+    method: str = typer.Option(
+        "infonce", "--method", help="infonce | siglip | cwcl | gram | symile (trained) or procrustes | cca | ridge"),
+    head: str = typer.Option("linear", "--head", help="head for trained methods: linear | mlp | moe"),
+    head_option: list[str] = typer.Option(None, "--head-option", help="KEY=VALUE head hyper-parameter (repeat)"),
     dim: int = typer.Option(256, "--dim", help="shared embedding dimension"),
     layers: str = typer.Option("last", "--layers", help="last | auto | MODALITY=LAYER,..."),
     structure: float = typer.Option(0.0, "--structure", help="STRUCTURE regularizer weight λ (0 = off)"),
+    structure_levels: int = typer.Option(1, "--structure-levels", help="STRUCTURE levels L"),
+    intra: float = typer.Option(0.0, "--intra", help="intra-modal neighbourhood term weight (0 = off)"),
+    lock: str = typer.Option("", "--lock", help="modality kept frozen (identity head); the others map into it"),
+    anchor: str = typer.Option("", "--anchor", help="anchor modality of closed-form methods / GRAM"),
+    option: list[str] = typer.Option(None, "--option", help="KEY=VALUE method/loss option, e.g. cwcl_power=4"),
+    base: Path | None = typer.Option(None, "--base", help="existing model: add --add to it, keeping it frozen"),
+    add: str = typer.Option("", "--add", help="with --base: the modality to add"),
+    partners: str = typer.Option("", "--partners", help="with --base: modalities of the space to pair with"),
     epochs: int = typer.Option(100, "--epochs"),
     batch_size: int = typer.Option(256, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    patience: int = typer.Option(10, "--patience", help="epochs without validation gain before stopping"),
     seed: int = typer.Option(0, "--seed"),
-    holdout: float = typer.Option(0.0, "--holdout", help="hold out this share of groups (eval uses them)"),
+    holdout: float | None = typer.Option(
+        None, "--holdout", help="hold out this share of groups (eval uses them); default 0, or the base's"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="share of training groups for early stopping"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ) -> None:
-    """Fit heads that align MODALITIES of the manifest into one space."""
-    from modalign.align import TrainerSettings, fit
+    """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
+    from modalign.align import TrainerSettings, fit, load
     from modalign.features import FeatureCache
 
-    ds = load_dataset(data, on_error, allow_outside_root)
+    if (base is None) != (not add):
+        raise fail("--base and --add go together: --base MODEL_DIR --add MODALITY")
     mods = parse_list(modalities)
-    layer_choice: str | dict[str, str] = layers if layers in ("last", "auto") else parse_mapping(layers, "--layers")
-    train = holdout_part(ds, holdout, seed, "train")
-    options = {"structure": structure} if structure else {}
+    if base is None and not mods:
+        raise fail("--modalities is required (e.g. --modalities image,text), unless --base/--add grow a model")
+    options = parse_options(option, "--option")
+    if structure:
+        options["structure"] = structure
+        options.setdefault("structure_levels", structure_levels)
+    if intra:
+        options["intra"] = intra
+    if anchor:
+        options["anchor"] = anchor
+    settings = TrainerSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                               patience=patience, seed=seed)
+    ds = load_dataset(data, on_error, allow_outside_root)
+    base_model = None
+    if base is not None:
+        try:
+            base_model = load(base)
+        except ModalignError as exc:
+            raise fail(str(exc)) from None
+    base_holdout = (base_model.training.get("holdout") or {}) if base_model is not None else {}
+    fraction = holdout if holdout is not None else float(base_holdout.get("fraction", 0.0))
+    train = holdout_part(ds, fraction, seed, "train")
     out.mkdir(parents=True, exist_ok=True)
     try:
         with progress_bars() as update:
-            model = fit(
-                train, mods, encoders=parse_mapping(encoders, "--encoders"), method=method, head=head, dim=dim,
-                layers=layer_choice, cache=FeatureCache(cache), val_fraction=val_fraction,
-                settings=TrainerSettings(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed),
-                options=options, on_error=on_error, progress=update,  # type: ignore[arg-type]
-            )
-    except (ModalignError, ValueError, KeyError) as exc:
+            if base_model is not None:
+                from modalign.align.progressive import add_modality
+
+                enc_map = parse_mapping(encoders, "--encoders")
+                layer = layers if layers in ("last", "auto") else parse_mapping(layers, "--layers").get(add, "last")
+                model = add_modality(
+                    base_model, train, add, encoder=enc_map.get(add), partners=parse_list(partners) or None,
+                    method=method, head=head, head_options=parse_options(head_option, "--head-option"),
+                    layer=layer, cache=FeatureCache(cache), val_fraction=val_fraction, settings=settings,
+                    options=options, on_error=on_error, progress=update,  # type: ignore[arg-type]
+                )
+            else:
+                model = fit(
+                    train, mods, encoders=parse_mapping(encoders, "--encoders"), method=method, head=head,
+                    head_options=parse_options(head_option, "--head-option"), dim=dim, layers=_layers(layers),
+                    cache=FeatureCache(cache), val_fraction=val_fraction, settings=settings, options=options,
+                    locked=parse_list(lock), on_error=on_error, progress=update,  # type: ignore[arg-type]
+                )
+    except (ModalignError, ValueError, KeyError, TypeError) as exc:
         raise fail(str(exc).strip("'\"")) from None
-    model.training["holdout"] = {"fraction": holdout, "seed": seed}
-    model.training["manifest"] = str(data.resolve())
+    model.training["holdout"] = {"fraction": fraction, "seed": seed}
+    if base_model is not None:
+        model.training["progressive"][-1]["manifest"] = str(data.resolve())
+        model.training["progressive"][-1]["base"] = str(base.resolve())  # type: ignore[union-attr]
+    else:
+        model.training["manifest"] = str(data.resolve())
     model.save(out)
     errors_path = out / "errors.jsonl"
     write_errors(errors_path, model.fit_errors)
     report_skipped(model.fit_errors, errors_path)
+    _summary(model, out, method, add)
+
+
+def _layers(value: str) -> str | dict[str, str]:
+    return value if value in ("last", "auto") else parse_mapping(value, "--layers")
+
+
+def _summary(model: Any, out: Path, method: str, added: str) -> None:
+    if added:
+        stage = model.metrics["progressive"][added]
+        val = stage["fit"].get("val_R@1")
+        console.print(f"[green]saved[/] {out}  added {added} (layer {stage['layers']['chosen']}) to "
+                      f"{[m for m in model.modalities if m != added]} with {method}"
+                      + (f"; val R@1 vs the space={val:.3f}" if isinstance(val, float) else ""))
+        return
     fit_info = model.metrics.get("fit", {})
     val = fit_info.get("val_R@1")
     console.print(f"[green]saved[/] {out}  method={method} dim={model.dim} layers={model.metrics['layers']['chosen']}"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from modalign.align.losses.base import LOSSES, PairBatch, PairLoss, soft_targets
+from modalign.align.losses.base import LOSSES, PairBatch, PairLoss, soft_cross_entropy, soft_targets
 
 
 @LOSSES.register("infonce")
@@ -36,9 +35,10 @@ class InfoNCELoss(PairLoss):
     def scale(self) -> torch.Tensor:
         return self.log_scale.clamp(max=math.log(100.0)).exp()
 
+    def summary(self) -> dict[str, float]:
+        return {"temperature_final": float(1.0 / self.scale().detach())}
+
     def forward(self, za: torch.Tensor, zb: torch.Tensor, batch: PairBatch) -> torch.Tensor:
         logits = self.scale() * za @ zb.T
         targets = soft_targets(batch.positives())
-        loss_ab = -(targets * F.log_softmax(logits, dim=1)).sum(1).mean()
-        loss_ba = -(targets.T * F.log_softmax(logits.T, dim=1)).sum(1).mean()
-        return 0.5 * (loss_ab + loss_ba)
+        return 0.5 * (soft_cross_entropy(logits, targets) + soft_cross_entropy(logits.T, targets.T))
