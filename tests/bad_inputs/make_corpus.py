@@ -84,6 +84,12 @@ def build(out: Path) -> Path:
     (out / "zero_byte.wav").write_bytes(b"")
     _wav(out / "zero_length.wav", np.zeros(0))
     _wav(out / "silent.wav", np.zeros(16_000))
+    # a header whose sample-rate field was corrupted to ~450 MHz (once made resampling allocate 34 GB)
+    tone = (np.sin(np.arange(4_000) * 0.1) * 5000).astype("<i2")
+    _wav(out / "corrupt_rate.wav", tone)
+    raw = bytearray((out / "corrupt_rate.wav").read_bytes())
+    raw[27] = 27
+    (out / "corrupt_rate.wav").write_bytes(bytes(raw))
 
     # vectors (.npy, dim 4)
     np.save(out / "nan.npy", np.array([1.0, np.nan, 0.0, 2.0], np.float32))

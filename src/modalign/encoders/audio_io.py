@@ -30,6 +30,9 @@ MAX_SECONDS = 30.0
 SILENCE_RMS = 1e-4
 #: refuse files longer than this before decoding them whole (memory guard; Whisper reads 30 s anyway)
 MAX_FILE_SECONDS = 600.0
+#: sample rates real recordings use; a corrupt header can claim any 32-bit rate, and resampling from
+#: such a rate builds a filter of billions of taps (found by tests/test_fuzz.py)
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 
 
 def load_audio(item: Any, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS) -> np.ndarray:
@@ -47,6 +50,9 @@ def load_audio(item: Any, sample_rate: int = SAMPLE_RATE, max_seconds: float = M
     try:
         with sf.SoundFile(str(path)) as fh:
             native_sr = int(fh.samplerate)
+            if not MIN_SAMPLE_RATE <= native_sr <= MAX_SAMPLE_RATE:
+                raise ItemError(item, f"unsupported sample rate {native_sr} Hz (expected "
+                                      f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; is the header corrupt?)")
             if fh.frames > MAX_FILE_SECONDS * native_sr:
                 raise ItemError(item, f"audio is {fh.frames / native_sr:.0f} s long, above {MAX_FILE_SECONDS:.0f} s")
             # only what the encoder will see is decoded (plus a little slack for the resampling filter)
