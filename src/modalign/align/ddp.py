@@ -1,0 +1,202 @@
+"""Data-parallel head training: ``workers`` processes (torch DDP; gloo on CPU, NCCL on CUDA).
+
+Each rank embeds its slice of every global batch; the embeddings are all-gathered so every rank
+scores the contrastive loss over the whole batch, exactly as one process would
+(in-batch negatives are not lost to sharding). Only the rank's own slice carries gradients, so its
+backward gives that slice's share of the full gradient; DDP averages the shares over the W ranks and
+× W makes it the one-process gradient. Trade-off: the gathered (N, d) embeddings and the N×N
+logits sit on every rank, so a larger effective batch costs memory on each rank, not compute.
+Ranks drop the ≤ W−1 rows of a batch that do not divide evenly. No early stopping here: a fixed
+number of epochs; select with validation after.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from modalign.align.heads.base import Head
+from modalign.align.losses.base import Batch, Loss
+from modalign.align.trainer import TrainData, TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DDPResult:
+    history: list[float]  # mean training loss per epoch (rank 0)
+    workers: int
+    max_rank_divergence: float = 0.0  # largest |w_rank − w_rank0| over every parameter after training
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+class _Embed(nn.Module):
+    """The trained heads as one module, so DDP syncs all their gradients in one reducer."""
+
+    def __init__(self, heads: dict[str, Head]) -> None:
+        super().__init__()
+        self.heads = nn.ModuleDict(heads)
+
+    def forward(self, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {m: F.normalize(h(x[m]), dim=1) for m, h in self.heads.items()}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _gather(z: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """The whole batch's embeddings; only this rank's slice carries gradients (no collective in backward)."""
+    if world == 1:
+        return z
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(z) for _ in range(world)]
+    dist.all_gather(parts, z.detach().contiguous())
+    parts[rank] = z
+    return torch.cat(parts, dim=0)
+
+
+def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: TrainerSettings,
+               rank: int = 0, world: int = 1, frozen: frozenset[str] = frozenset()) -> list[float]:
+    """Fixed-epoch training; with ``world`` > 1 it must run inside an initialised process group."""
+    torch.manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)  # same seed on every rank: same batches everywhere
+    fixed = {m for m, h in heads.items() if m in frozen or not any(p.requires_grad for p in h.parameters())}
+    trained = [m for m in heads if m not in fixed]
+    if not trained:
+        raise ValueError("nothing to train: every head is locked or frozen")
+    module: nn.Module = _Embed({m: heads[m] for m in trained})
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # a MoE router may leave experts unused in a step; DDP must then not wait for their gradients
+        module = DistributedDataParallel(module, find_unused_parameters=any(heads[m].name == "moe" for m in trained))
+    params = [p for p in module.parameters() if p.requires_grad]
+    loss_params = [p for p in loss.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params + loss_params, lr=settings.lr, weight_decay=settings.weight_decay)
+    feats = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in train.features.items()}
+    present = {m: torch.as_tensor(p, dtype=torch.bool) for m, p in train.present.items()}
+    groups = torch.as_tensor(train.groups, dtype=torch.int64)
+    with torch.no_grad():
+        fixed_z = {m: F.normalize(heads[m].eval()(feats[m]), dim=1) for m in fixed}
+    n_mod = np.sum([train.present[m] for m in heads], axis=0)
+    usable = np.flatnonzero((n_mod >= 2) & np.any([train.present[m] for m in trained], axis=0))
+    history: list[float] = []
+    step = 0
+    for _epoch in range(settings.epochs):
+        module.train()
+        order = rng.permutation(usable)
+        losses = []
+        for start in range(0, len(order), settings.batch_size):
+            rows_np = order[start : start + settings.batch_size]
+            rows_np = rows_np[: len(rows_np) // world * world]
+            if len(rows_np) < 2:
+                continue
+            rows = torch.as_tensor(rows_np)
+            per = len(rows) // world
+            local = rows[rank * per : (rank + 1) * per]
+            z_local = module({m: feats[m][local] for m in trained})
+            z = {m: fixed_z[m][rows] if m in fixed else _gather(z_local[m], rank, world) for m in heads}
+            batch = Batch(z=z, x={m: feats[m][rows] for m in heads}, present={m: present[m][rows] for m in heads},
+                          groups=groups[rows], step=step, frozen=frozenset(fixed))
+            total = loss.batch_loss(batch)
+            if total is None:
+                continue
+            for m in trained:
+                aux = heads[m].auxiliary_loss()
+                if aux is not None:
+                    total = total + aux
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if world > 1:
+                # DDP averaged Σ-parts of one loss: × W restores the full gradient of the heads
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(world)
+                _average_grads(loss_params, world)
+            opt.step()
+            losses.append(float(total.detach()))
+            step += 1
+        history.append(float(np.mean(losses)) if losses else float("nan"))
+    for h in heads.values():
+        h.eval()
+    return history
+
+
+def _average_grads(params: list[torch.Tensor], world: int) -> None:
+    # loss parameters (temperature) live outside DDP; every rank sees the same loss, average to be exact
+    import torch.distributed as dist
+
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def _state(heads: dict[str, Head], loss: Loss) -> dict[str, torch.Tensor]:
+    out = {f"head.{m}.{k}": v.detach().contiguous().clone()
+           for m, h in heads.items() for k, v in h.state_dict().items()}
+    out.update({f"loss.{k}": v.detach().contiguous().clone() for k, v in loss.state_dict().items()})
+    return out
+
+
+def _worker(rank: int, world: int, port: int, backend: str, heads: dict[str, Head], loss: Loss, train: TrainData,
+            settings: TrainerSettings, frozen: frozenset[str], out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    # spawn hands tensors over in shared memory: without a private copy all ranks would step one set of weights
+    heads, loss = copy.deepcopy(heads), copy.deepcopy(loss)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        history = train_loop(heads, loss, train, settings, rank=rank, world=world, frozen=frozen)
+        save_file(_state(heads, loss), str(Path(out_dir) / f"rank{rank}.safetensors"))
+        if rank == 0:
+            (Path(out_dir) / "history.json").write_text(json.dumps(history))
+    finally:
+        dist.destroy_process_group()
+
+
+def train_ddp(heads: dict[str, Head], loss: Loss, train: TrainData, settings: TrainerSettings, workers: int = 2,
+              frozen: frozenset[str] = frozenset(), backend: str | None = None) -> DDPResult:
+    """Train ``heads`` (in place) with ``workers`` DDP processes; ``workers=1`` runs in this process.
+
+    Heads must have their input statistics fitted. The trained weights come back from rank 0; every
+    rank's weights are compared to report ``max_rank_divergence`` (0 when DDP kept them in sync).
+    """
+    if workers <= 1:
+        return DDPResult(history=train_loop(heads, loss, train, settings, frozen=frozen), workers=1)
+    import torch.multiprocessing as mp
+
+    backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+    with tempfile.TemporaryDirectory(prefix="modalign-ddp-") as tmp:
+        mp.spawn(_worker, args=(workers, free_port(), backend, heads, loss, train, settings, frozen, tmp),
+                 nprocs=workers, join=True)
+        states = [load_file(str(Path(tmp) / f"rank{r}.safetensors")) for r in range(workers)]
+        history = json.loads((Path(tmp) / "history.json").read_text())
+    ref = states[0]
+    gaps = {k: max(float((s[k] - ref[k]).abs().max()) for s in states[1:]) for k in ref if ref[k].numel()}
+    divergence = max(gaps.values(), default=0.0)
+    if divergence > 0:
+        log.warning("DDP ranks diverged by up to %.3g (%s)", divergence, max(gaps, key=gaps.__getitem__))
+    for m, h in heads.items():
+        prefix = f"head.{m}."
+        h.load_state_dict({k[len(prefix):]: v for k, v in ref.items() if k.startswith(prefix)})
+        h.eval()
+    loss.load_state_dict({k[5:]: v for k, v in ref.items() if k.startswith("loss.")})
+    return DDPResult(history=history, workers=workers, max_rank_divergence=divergence)
