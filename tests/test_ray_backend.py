@@ -50,3 +50,28 @@ def test_local_backend_is_extract(tmp_path):
     cache = FeatureCache(tmp_path)
     assert BACKENDS["local"]().fill("minilm", {}, ["cat", "dog", "cat"], cache) == 2
     assert BACKENDS["local"]().fill("minilm", {}, ["cat", "dog"], cache) == 0
+
+
+def test_fit_cli_with_ray_backend(local_ray, tmp_path):
+    """``modalign fit --backend ray`` encodes on Ray, then fits from the shards it wrote."""
+    import json
+
+    import emoji
+    from typer.testing import CliRunner
+
+    from modalign.cli import app
+
+    names = sorted({d["en"].strip(":").replace("_", " ") for d in emoji.EMOJI_DATA.values()})[100:130]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": n, "text": n, "text_fr": f"a picture of {n}"}) + "\n"
+                                for n in names))
+    cache = tmp_path / "cache"
+    res = CliRunner().invoke(app, ["fit", "--data", str(manifest), "--modalities", "text,text_fr", "--method",
+                                   "procrustes", "--dim", "16", "--out", str(tmp_path / "model"), "--cache", str(cache),
+                                   "--backend", "ray", "--ray-workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "model" / "heads.safetensors").exists()
+    assert list(cache.rglob("shard-*.safetensors"))
+    bad = CliRunner().invoke(app, ["fit", "--data", str(manifest), "--modalities", "text,text_fr", "--out",
+                                   str(tmp_path / "m2"), "--backend", "spark"])
+    assert bad.exit_code == 2 and "--backend" in bad.output

@@ -59,6 +59,9 @@ def fit_command(
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+    backend: str = typer.Option("local", "--backend", help="feature extraction: local | ray (Ray Data)"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="with --backend ray: cluster (e.g. auto)"),
+    ray_workers: int = typer.Option(2, "--ray-workers", help="with --backend ray: encoder actors"),
 ) -> None:
     """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
     from modalign.align import TrainerSettings, fit, load
@@ -92,6 +95,9 @@ def fit_command(
     out.mkdir(parents=True, exist_ok=True)
     try:
         with progress_bars() as update:
+            if backend != "local":
+                _prefill(train, mods or [add], parse_mapping(encoders, "--encoders"), FeatureCache(cache), backend,
+                         ray_address, ray_workers, update)
             if base_model is not None:
                 from modalign.align.progressive import add_modality
 
@@ -123,6 +129,30 @@ def fit_command(
     write_errors(errors_path, model.fit_errors)
     report_skipped(model.fit_errors, errors_path)
     _summary(model, out, method, add)
+
+
+def _prefill(ds: Any, mods: list[str], enc_map: dict[str, str], cache: Any, backend: str, address: str | None,
+             workers: int, update: Any) -> None:
+    """Encode every modality on the chosen backend into the cache; ``fit`` then reads it from there."""
+    from modalign.align.fit import resolve_encoder
+    from modalign.features.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise fail(f"--backend: expected one of {sorted(BACKENDS)}, got {backend!r}")
+    runner = BACKENDS[backend](address=address, concurrency=workers) if backend == "ray" else BACKENDS[backend]()
+    for m in mods:
+        rows = ds.present(m).nonzero()[0]
+        name, config = resolve_encoder(ds, m, enc_map.get(m))
+        done = [0]
+
+        def tick(n: int, m: str = m, total: int = len(rows), done: list[int] = done) -> None:
+            done[0] += n
+            update(f"{backend} encode {m}", min(done[0], total), total)
+
+        try:
+            runner.fill(name, config, ds.items(m, rows), cache, progress=tick)
+        except RuntimeError as exc:
+            raise fail(str(exc)) from None
 
 
 def _layers(value: str) -> str | dict[str, str]:
