@@ -35,5 +35,9 @@ test: install system-deps
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# search: exact vs faiss HNSW/IVF at 10k/100k/1M vectors, API latency and a 2,000-request load test (docs/search.md)
+bench-search: install system-deps
+	$(PY) benchmarks/search.py --json benchmarks/search-results.json
+
 clean:
 	rm -rf demo-output .pytest_cache

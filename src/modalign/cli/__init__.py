@@ -14,7 +14,9 @@ from modalign.cli.datasets_cmd import datasets_app
 from modalign.cli.demo_cmd import demo_command
 from modalign.cli.eval_cmd import eval_command
 from modalign.cli.fit_cmd import fit_command
+from modalign.cli.index_cmd import index_command
 from modalign.cli.probe_cmd import probe_command
+from modalign.cli.serve_cmd import serve_command
 
 app = typer.Typer(
     name="modalign",
@@ -28,6 +30,8 @@ app.command("fit")(fit_command)
 app.command("eval")(eval_command)
 app.command("demo")(demo_command)
 app.command("probe")(probe_command)
+app.command("index")(index_command)
+app.command("serve")(serve_command)
 
 
 @app.callback()

@@ -1,0 +1,78 @@
+"""``modalign index``: embed a manifest into a searchable index folder (incremental), or delete from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from modalign.cli._common import load_dataset, parse_list
+from modalign.cli._ui import console, fail, progress_bars, report_skipped, write_errors
+from modalign.errors import ModalignError
+
+ANN_CHOICES = ("exact", "hnsw", "ivf")
+
+
+def index_command(
+    out: Path = typer.Option(..., "--out", help="index directory (created, or updated incrementally)"),
+    model_dir: Path | None = typer.Option(None, "--model", help="model directory from `modalign fit`"),
+    data: Path | None = typer.Option(None, "--data", help="manifest whose rows to add", dir_okay=False),
+    ann: str | None = typer.Option(None, "--ann", help="hnsw | ivf: approximate search with faiss "
+                                   "(new index only; default exact)"),
+    modalities: str = typer.Option("", "--modalities", help="only these modalities (default: all of the model's)"),
+    delete: list[str] = typer.Option([], "--delete", help="row or item id(s) to delete (repeat or comma-separate)"),
+    compact: bool = typer.Option(False, "--compact", help="rewrite without deleted items (rebuilds ANN graphs)"),
+    cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
+    on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+) -> None:
+    """Embed every item of every modality of MANIFEST into OUT; re-runs embed only new items."""
+    from modalign.align import load
+    from modalign.features import FeatureCache
+    from modalign.search import Index
+
+    if ann is not None and ann not in ANN_CHOICES:
+        raise fail(f"--ann must be one of {', '.join(ANN_CHOICES)}, got {ann!r}")
+    to_delete = [i for value in delete for i in parse_list(value)]
+    if data is None and not to_delete and not compact:
+        raise fail("nothing to do: give --data MANIFEST (with --model), --delete ID or --compact")
+    if data is not None and not data.is_file():
+        raise fail(f"--data {data}: file not found")
+    if data is not None and model_dir is None and not (out / "index.json").is_file():
+        raise fail("a new index needs --model MODEL_DIR")
+    try:
+        model = load(model_dir) if model_dir is not None else None
+    except ModalignError as exc:
+        raise fail(str(exc)) from None
+    ds = load_dataset(data, on_error, allow_outside_root) if data is not None else None
+    try:
+        with Index.edit(out, model=model, backend=ann) as index:
+            if ds is not None:
+                with progress_bars() as update:
+                    report = index.add_dataset(ds, FeatureCache(cache), parse_list(modalities) or None,
+                                               progress=update)
+                errors = list(ds.errors) + report.errors
+                if errors:
+                    write_errors(out / "errors.jsonl", errors)
+                    if on_error == "fail":
+                        report_skipped(errors, out / "errors.jsonl")
+                        raise fail(f"{len(errors)} item(s) could not be indexed (--on-error fail)")
+                report_skipped(errors, out / "errors.jsonl" if errors else None)
+                console.print(f"rows: {report.rows_added} added, {report.rows_updated} updated, "
+                              f"{report.rows_unchanged} unchanged; items: {report.entries_added} embedded "
+                              f"({report.n_encoded} through the encoders, the rest from the feature cache), "
+                              f"{report.items_reused} already indexed")
+            if to_delete:
+                rows, entries, unknown = index.delete(to_delete)
+                console.print(f"deleted {len(rows)} row(s) and {len(entries)} item(s)")
+                if unknown:
+                    console.print(f"[yellow]not in the index:[/] {', '.join(unknown[:20])}")
+                    if not rows and not entries:
+                        raise fail("none of the ids to delete is in the index (give row ids or item ids)")
+            if compact:
+                index.compact()
+                console.print("compacted")
+            counts = ", ".join(f"{m}: {n}" for m, n in index.counts().items())
+    except (ModalignError, ValueError, KeyError) as exc:
+        raise fail(str(exc).strip("'\"")) from None
+    console.print(f"[green]index[/] {out}  {index.backend}  {len(index)} items ({counts})")

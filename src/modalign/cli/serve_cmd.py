@@ -1,0 +1,62 @@
+"""``modalign serve``: the search API and web page over an index folder."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import typer
+
+from modalign.cli._ui import console, err_console, fail
+from modalign.errors import ModalignError
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_command(
+    index_dir: Path = typer.Option(..., "--index", help="index directory from `modalign index`"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest accepted request body"),
+    max_text_chars: int = typer.Option(1000, "--max-text-chars"),
+    max_k: int = typer.Option(1000, "--max-k", min=1, max=10000),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="allow browser calls from this origin "
+                                          "(repeatable; CORS is off by default)"),
+    log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level"),
+    torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="intra-op threads per query encode "
+                                      "(requests already run in parallel; more threads mostly add contention)"),
+) -> None:
+    """Serve POST /search, GET /items/{id}, /health, the OpenAPI schema (/docs) and the web page (/)."""
+    import torch
+    import uvicorn
+
+    from modalign.server import ServerSettings, create_app
+
+    if not (index_dir / "index.json").is_file():
+        raise fail(f"--index {index_dir}: not a modalign index (run `modalign index` first)")
+    torch.set_num_threads(torch_threads)
+    settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_text_chars=max_text_chars,
+                              max_k=max_k, cors_origins=tuple(cors_origin))
+    try:
+        app = create_app(index_dir, settings)
+    except (ModalignError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if not _is_loopback(host):
+        err_console.print(f"[yellow]warning:[/] listening on {host}: the API has no authentication; anyone who "
+                          "can reach this address can search the index and fetch its items")
+    index = app.state.index
+    if index.model is not None:
+        with console.status("loading encoders"):
+            # load weights before listening, so the first search is not the slow one
+            for modality in index.model.modalities:
+                index.model.encoder_for(modality)
+    console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {index.backend}) on http://{host}:{port}/",
+                  highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"))

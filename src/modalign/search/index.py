@@ -1,0 +1,374 @@
+"""``Index``: any-to-any search over an aligned space, in memory or backed by an index folder.
+
+Each modality is its own corpus (one search backend each), which is what makes routing cheap:
+``route`` searches only some corpora, ``calibrated`` z-scores each corpus's candidates with exact
+per-query score moments (see ``routing.py``), ``raw`` merges them by cosine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalign.errors import ConfigError
+from modalign.search.backends import BACKENDS, SearchBackend
+from modalign.search.catalog import Catalog, Segment
+from modalign.search.hit import Hit
+from modalign.search.ingest import IngestReport, Progress, plan_dataset
+from modalign.search.query import QueryError, embed_query
+from modalign.search.routing import CorpusStats, Ranked, check_routing, merge
+from modalign.search.routing import target_modalities as pick_targets
+from modalign.search.store import IndexStore
+
+log = logging.getLogger(__name__)
+
+MAX_K = 10_000
+#: text-query embeddings kept (LRU)
+QUERY_CACHE = 2048
+
+
+class Corpus:
+    """One modality's vectors in a backend, which positions the backend holds, and score statistics."""
+
+    def __init__(self, backend: SearchBackend) -> None:
+        self.backend = backend
+        self.held = np.zeros(0, dtype=bool)  # position -> in the backend
+        self.n_stale = 0  # held but no longer alive (backends that cannot remove)
+        self.n_alive = 0
+        self.stats: CorpusStats | None = None
+
+
+class Index:
+    def __init__(self, dim: int, backend: str = "exact", backend_params: Mapping[str, Any] | None = None,
+                 model: Any = None) -> None:
+        BACKENDS.get(backend)  # a clear error for an unknown name
+        self.dim = int(dim)
+        self.backend = backend
+        self.backend_params = dict(backend_params or {})
+        self.model = model
+        self.catalog = Catalog()
+        self.corpora: dict[str, Corpus] = {}
+        self._vectors = np.zeros((0, self.dim), np.float32)
+        self._alive = np.zeros(0, dtype=bool)
+        self._store: IndexStore | None = None
+        self._writable = False
+        self._query_cache: OrderedDict[tuple[str | None, str], tuple[str | None, np.ndarray]] = OrderedDict()
+        self._query_lock = threading.Lock()
+        self._modalities: list[str] | None = None
+
+    # ---------------------------------------------------------------- construction
+    @classmethod
+    def from_vectors(cls, vectors: Mapping[str, np.ndarray], backend: str = "exact",
+                     backend_params: Mapping[str, Any] | None = None,
+                     texts: Mapping[str, Sequence[str | None]] | None = None) -> Index:
+        """An in-memory index of ready embeddings, one array per modality (ids ``<modality>-<i>``)."""
+        dims = {np.shape(v)[1] for v in vectors.values()}
+        if len(dims) != 1:
+            raise ValueError(f"every modality needs the same dimension, got {sorted(dims)}")
+        index = cls(dims.pop(), backend, backend_params)
+        entries, rows, parts = [], [], []
+        for m, arr in vectors.items():
+            arr = np.asarray(arr, np.float32)
+            parts.append(arr / np.maximum(np.linalg.norm(arr, axis=1, keepdims=True), 1e-12))
+            for i in range(len(arr)):
+                entry_id = f"{m}-{i}"
+                text = texts[m][i] if texts and m in texts else None
+                entries.append({"id": entry_id, "modality": m, "kind": "vector", "key": entry_id, "text": text,
+                                "path": None})
+                rows.append({"id": entry_id, "meta": {}, "items": {m: entry_id}})
+        index.apply(Segment(entries=entries, vectors=np.concatenate(parts), rows=rows))
+        return index
+
+    @classmethod
+    def open(cls, folder: str | Path) -> Index:
+        """Load an index folder for searching (no lock: writers only ever add files and swap index.json)."""
+        return cls._load(IndexStore(folder))
+
+    @classmethod
+    @contextlib.contextmanager
+    def edit(cls, folder: str | Path, model: Any = None, backend: str | None = None,
+             backend_params: Mapping[str, Any] | None = None) -> Iterator[Index]:
+        """Open ``folder`` for changes under the writer lock, creating it (with ``model``) when new.
+
+        ``backend`` (default ``exact``) only applies to a new index; an existing one keeps its own.
+        """
+        from modalign.search.store import model_fingerprint
+
+        if not IndexStore.exists(folder):
+            if model is None:
+                raise ConfigError(f"{folder}: no index here (give a model to create one)")
+            name = backend or "exact"
+            BACKENDS.get(name)
+            IndexStore.create(folder, model, name, dict(backend_params or {}))
+        store = IndexStore(folder)
+        with store.locked():
+            if model is not None and model_fingerprint(model) != store.manifest.model_fingerprint:
+                raise ConfigError(f"{folder}: this index was built with a different model; "
+                                  "index into a new folder (or delete this one) to use this model")
+            if backend is not None and backend != store.manifest.backend:
+                raise ConfigError(f"{folder}: this index uses the {store.manifest.backend!r} backend, not "
+                                  f"{backend!r}; index into a new folder to change it")
+            index = cls._load(store)
+            index._writable = True
+            try:
+                yield index
+            finally:
+                index._writable = False
+
+    @classmethod
+    def _load(cls, store: IndexStore) -> Index:
+        man = store.manifest
+        index = cls(man.dim, man.backend, man.backend_params, model=store.load_model())
+        index._store = store
+        parts = []
+        for segment in store.segments():
+            index.catalog.apply(segment)
+            if segment.vectors is not None:
+                parts.append(segment.vectors)
+        index._vectors = np.concatenate(parts) if parts else np.zeros((0, man.dim), np.float32)
+        index._alive = index.catalog.alive_mask()
+        for m in index.catalog.modalities():
+            corpus = index._corpus(m)
+            path = store.ann_path(m) if corpus.backend.persistent else None
+            if path is not None:
+                try:
+                    corpus.backend.load(path)
+                    held = corpus.backend.ids()
+                    if len(held) and held.max() >= len(index.catalog):
+                        raise ValueError("it refers to entries the index does not have")
+                    corpus.held = np.zeros(len(index.catalog), bool)
+                    corpus.held[held] = True
+                except (RuntimeError, ValueError) as exc:
+                    log.warning("%s: rebuilding the %s search structure (%s)", path, m, exc)
+                    index.corpora[m] = Corpus(index._new_backend())
+            index._sync(m)
+        return index
+
+    def _new_backend(self) -> SearchBackend:
+        return BACKENDS.create(self.backend, dim=self.dim, **self.backend_params)
+
+    def _corpus(self, modality: str) -> Corpus:
+        if modality not in self.corpora:
+            self.corpora[modality] = Corpus(self._new_backend())
+        return self.corpora[modality]
+
+    # ---------------------------------------------------------------- changes
+    def apply(self, segment: Segment) -> None:
+        """Apply one change in memory and, for an index folder, write it and commit."""
+        if self._store is not None and not self._writable:
+            raise ConfigError("this index was opened read-only; use Index.edit(folder) to change it")
+        if segment.is_empty():
+            return
+        record = self._store.write_segment(segment) if self._store is not None else None
+        touched = self.catalog.apply(segment)
+        if segment.vectors is not None and len(segment.vectors):
+            self._vectors = np.concatenate([self._vectors, np.asarray(segment.vectors, np.float32)])
+        self._alive = self.catalog.alive_mask()
+        modalities = {self.catalog.modality[p] for p in touched}
+        for m in modalities:
+            self._sync(m)
+        if self._store is not None and record is not None:
+            self._commit([*self._store.manifest.segments, record], modalities)
+
+    def _commit(self, segments: list[Any], modalities: set[str], rebuild_ann: bool = False) -> None:
+        assert self._store is not None
+        generation = self._store.manifest.generation + 1
+        ann = dict(self._store.manifest.ann)
+        for m, corpus in self.corpora.items():
+            if corpus.backend.persistent and (m in modalities or rebuild_ann or m not in ann) and len(corpus.backend):
+                ann[m] = self._store.write_ann(m, corpus.backend, generation)
+        self._store.commit(segments, ann, generation)
+
+    def _sync(self, modality: str) -> None:
+        """Make the modality's backend hold exactly its alive entries (or a superset, see HNSW)."""
+        corpus = self._corpus(modality)
+        n = len(self.catalog)
+        held = np.zeros(n, bool)
+        held[: len(corpus.held)] = corpus.held[:n]
+        of_modality = np.fromiter((m == modality for m in self.catalog.modality), bool, count=n)
+        want = of_modality & self._alive
+        add = np.flatnonzero(want & ~held)
+        if len(add):
+            corpus.backend.add(self._vectors[add], add)
+            held[add] = True
+        stale = np.flatnonzero(held & ~want)
+        if len(stale) and corpus.backend.removes:
+            corpus.backend.remove(stale)
+            held[stale] = False
+        corpus.held = held
+        corpus.n_stale = int(np.count_nonzero(held & ~want))
+        corpus.n_alive = int(np.count_nonzero(want))
+        corpus.stats = CorpusStats.from_vectors(self._vectors[want])
+        self._modalities = None
+
+    def add_dataset(self, dataset: Any, cache: Any = None, modalities: Sequence[str] | None = None,
+                    progress: Progress | None = None) -> IngestReport:
+        """Embed and add the rows of a ``PairedDataset`` (only items not indexed yet are embedded)."""
+        if self.model is None:
+            raise ConfigError("this index has no model to embed a dataset with")
+        segment, report = plan_dataset(self.catalog, self.model, dataset, cache, modalities, progress)
+        self.apply(segment)
+        return report
+
+    def delete(self, ids: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+        """Delete rows (by manifest id) or single entries (by item id); returns (rows, entries, unknown)."""
+        rows, entries, unknown = self.catalog.resolve(ids)
+        self.apply(Segment(deleted_rows=rows, deleted_entries=entries))
+        return rows, entries, unknown
+
+    def compact(self) -> None:
+        """Rewrite the index as one segment of alive entries (drops deleted vectors, rebuilds ANN)."""
+        keep = np.flatnonzero(self._alive)
+        cat = self.catalog
+        entries = [{"id": cat.entry_ids[p], "modality": cat.modality[p], "kind": cat.kind[p], "key": cat.key[p],
+                    "text": cat.text[p], "path": cat.path[p]} for p in keep]
+        rows = [{"id": r, "meta": row["meta"], "items": {m: cat.entry_ids[p] for m, p in row["items"].items()}}
+                for r, row in cat.rows.items()]
+        segment = Segment(entries=entries, vectors=self._vectors[keep], rows=rows)
+        record = self._store.write_segment(segment, self._store.next_segment_name()) if self._store else None
+        self.catalog, self.corpora = Catalog(), {}
+        self._vectors, self._alive = np.zeros((0, self.dim), np.float32), np.zeros(0, bool)
+        self.catalog.apply(segment)
+        self._vectors = np.asarray(segment.vectors, np.float32).reshape(-1, self.dim)
+        self._alive = self.catalog.alive_mask()
+        for m in self.catalog.modalities():
+            self._sync(m)
+        if self._store is not None and record is not None:
+            self._commit([record], set(self.corpora), rebuild_ann=True)
+
+    # ---------------------------------------------------------------- reading
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities with at least one live item (model order)."""
+        if self._modalities is None:
+            order = self.model.modalities if self.model is not None else list(self.corpora)
+            self._modalities = [m for m in order if m in self.corpora and self.corpora[m].n_alive]
+        return self._modalities
+
+    def __len__(self) -> int:
+        return int(np.count_nonzero(self._alive))
+
+    def counts(self) -> dict[str, int]:
+        return {m: self.corpora[m].n_alive for m in self.modalities}
+
+    def position(self, entry_id: str) -> int:
+        pos = self.catalog.position.get(entry_id)
+        if pos is None or not self._alive[pos]:
+            raise KeyError(f"no item {entry_id!r} in the index")
+        return pos
+
+    def item(self, entry_id: str) -> Hit:
+        pos = self.position(entry_id)
+        return self._hit(pos, float("nan"), float("nan"))
+
+    def vector(self, entry_id: str) -> np.ndarray:
+        return self._vectors[self.position(entry_id)].copy()
+
+    def _hit(self, pos: int, score: float, cosine: float) -> Hit:
+        cat = self.catalog
+        return Hit(id=cat.entry_ids[pos], modality=cat.modality[pos], kind=cat.kind[pos], score=score, cosine=cosine,
+                   text=cat.caption(pos), path=cat.path[pos], rows=cat.rows_of(pos), meta=cat.meta(pos))
+
+    # ---------------------------------------------------------------- search
+    def embed_query(self, query: Any, modality: str | None = None) -> tuple[str | None, np.ndarray]:
+        if not isinstance(query, str):
+            return embed_query(self.model, query, modality, self.dim)
+        # text queries repeat (popular searches, paging, filter changes): keep their embeddings
+        key = (modality, query)
+        with self._query_lock:
+            hit = self._query_cache.get(key)
+            if hit is not None:
+                self._query_cache.move_to_end(key)
+                return hit[0], hit[1].copy()
+        found = embed_query(self.model, query, modality, self.dim)
+        with self._query_lock:
+            self._query_cache[key] = found
+            while len(self._query_cache) > QUERY_CACHE:
+                self._query_cache.popitem(last=False)
+        return found[0], found[1].copy()
+
+    def search(self, query: Any, modality: str | None = None, k: int = 10,
+               target_modalities: Sequence[str] | None = None, routing: str = "calibrated",
+               adaptive: float | None = None) -> list[Hit]:
+        """Top-k items for one query: text, image (path/PIL/bytes), audio path/bytes, an item id's vector
+        (``query=index.vector(id)``) or any embedding. ``modality`` names the query's modality."""
+        query_modality, vec = self.embed_query(query, modality)
+        return self.search_embeddings(vec[None], k, target_modalities, routing, adaptive, query_modality)[0]
+
+    def search_embeddings(self, queries: np.ndarray, k: int = 10, target_modalities: Sequence[str] | None = None,
+                          routing: str = "calibrated", adaptive: float | None = None,
+                          query_modality: str | None = None) -> list[list[Hit]]:
+        ranked = self.rank(queries, k, target_modalities, routing, adaptive, query_modality)
+        return [[self._hit(int(p), float(s), float(c)) for p, s, c in zip(r.ids, r.scores, r.cosines, strict=True)]
+                for r in ranked]
+
+    def rank(self, queries: np.ndarray, k: int = 10, target_modalities: Sequence[str] | None = None,
+             routing: str = "calibrated", adaptive: float | None = None,
+             query_modality: str | None = None) -> list[Ranked]:
+        """The search itself on (q, dim) embeddings: global positions and scores, no metadata."""
+        check_routing(routing)
+        if not 1 <= int(k) <= MAX_K:
+            raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
+        if adaptive is not None and not adaptive >= 0:
+            raise QueryError(f"adaptive δ must be ≥ 0, got {adaptive}")
+        q = np.array(queries, dtype=np.float32, ndmin=2)  # a copy: normalised in place
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise QueryError(f"queries must have {self.dim} dimensions, got shape {np.shape(queries)}")
+        sq_norms = np.einsum("ij,ij->i", q, q)
+        if not sq_norms.all():
+            raise QueryError("a query embedding is all zeros")
+        q /= np.sqrt(sq_norms)[:, None]
+        try:
+            targets = pick_targets(routing, self.modalities, query_modality, target_modalities)
+        except ValueError as exc:
+            raise QueryError(str(exc)) from None
+        per_corpus: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for m in targets:
+            corpus = self.corpora[m]
+            scores, ids = corpus.backend.search(q, k + corpus.n_stale)
+            # faiss pads rows with -1 at the end when a corpus has fewer than k items left
+            if corpus.n_stale or (ids.shape[1] and (ids[0, -1] < 0 if len(ids) == 1 else ids[:, -1].min() < 0)):
+                scores, ids = self._drop_dead(scores, ids, k)
+            per_corpus[m] = (scores, ids)
+            if routing == "calibrated":
+                assert corpus.stats is not None
+                moments[m] = corpus.stats.moments(q)
+        if len(targets) == 1 and routing != "calibrated" and adaptive is None:
+            # one corpus ranked by cosine: its backend's order is the answer (the common, fast path)
+            m = targets[0]
+            scores, ids = per_corpus[m]
+            out = []
+            for i in range(len(q)):
+                s, p = _valid(scores[i], ids[i])
+                out.append(Ranked(p, [m] * len(p), s, s))
+            return out
+        return [merge({m: _valid(s[i], ids[i]) for m, (s, ids) in per_corpus.items()}, routing, k,
+                      {m: (mu[i], sd[i]) for m, (mu, sd) in moments.items()}, adaptive) for i in range(len(q))]
+
+    def _drop_dead(self, scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Drop padding (-1) and deleted-but-still-held ids, keeping each row's best k."""
+        out_s = np.full((len(ids), k), -np.inf, np.float32)
+        out_i = np.full((len(ids), k), -1, np.int64)
+        valid = (ids >= 0) & self._alive[np.clip(ids, 0, None)]
+        width = 0
+        for r in range(len(ids)):
+            keep = np.flatnonzero(valid[r])[:k]
+            out_s[r, : len(keep)], out_i[r, : len(keep)] = scores[r, keep], ids[r, keep]
+            width = max(width, len(keep))
+        return out_s[:, :width], out_i[:, :width]
+
+
+def _valid(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Without the -1 padding of a corpus with fewer than k live items."""
+    if len(ids) and ids[-1] < 0:
+        keep = ids >= 0
+        return scores[keep], ids[keep]
+    return scores, ids

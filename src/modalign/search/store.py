@@ -1,0 +1,230 @@
+"""On-disk index folder: append-only segments, optional faiss files, one JSON commit point.
+
+Layout::
+
+    INDEX_DIR/index.json              format, dim, model fingerprint, backend, segments, ann files
+    INDEX_DIR/model/                  copy of the aligned model (config.json + heads.safetensors)
+    INDEX_DIR/seg-000001.safetensors  "vectors" float32 (n, dim) of the entries the segment adds
+    INDEX_DIR/seg-000001.json         the segment's log: entries, row upserts, deletions
+    INDEX_DIR/ann-000003-image.faiss  faiss index of one modality (``--ann hnsw|ivf`` only)
+
+Every file is written to a temp file, fsynced and renamed; ``index.json`` is replaced last, so it
+only ever lists complete files. A crash leaves unlisted files, which the next writer deletes. File
+names in ``index.json`` must match the patterns above: nothing outside the folder is ever read.
+No pickle anywhere: JSON, safetensors and faiss's own binary format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors.numpy import load_file, save_file
+
+from modalign.errors import ConfigError
+from modalign.features.cache import _fsync_dir, _sha256, atomic_write_bytes
+from modalign.search.catalog import Segment
+
+FORMAT = "modalign.index"
+FORMAT_VERSION = 1
+INDEX_FILE = "index.json"
+MODEL_DIR = "model"
+SEGMENT_RE = re.compile(r"^seg-(\d{6})$")
+ANN_RE = re.compile(r"^ann-(\d{6})-[A-Za-z0-9_.-]+\.faiss$")
+_OWN_FILE_RE = re.compile(r"^(seg-\d{6}\.(safetensors|json)|ann-\d{6}-[A-Za-z0-9_.-]+\.faiss)$")
+
+
+class SegmentRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=SEGMENT_RE.pattern)
+    entries: int = Field(ge=0)
+    sha256: dict[str, str]
+
+
+class AnnRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str = Field(pattern=ANN_RE.pattern)
+    sha256: str
+
+
+class IndexManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    format: str = Field(pattern=r"^modalign\.index$")
+    format_version: int = Field(ge=1, le=FORMAT_VERSION)
+    dim: int = Field(gt=0, le=65536)
+    model_fingerprint: str
+    backend: str
+    backend_params: dict[str, Any] = {}
+    generation: int = Field(ge=0)
+    segments: list[SegmentRecord] = []
+    ann: dict[str, AnnRecord] = {}
+
+
+def model_fingerprint(model: Any) -> str:
+    """Hash of everything that decides embeddings: encoders, layers, heads and their weights."""
+    h = hashlib.sha256()
+    cfg = model.config()
+    h.update(json.dumps({"dim": cfg["dim"], "modalities": cfg["modalities"]}, sort_keys=True).encode())
+    for m, branch in sorted(model.branches.items()):
+        for name, tensor in sorted(branch.head.state_dict().items()):
+            h.update(f"{m}.{name}".encode())
+            h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _slug(modality: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", modality)[:64]
+
+
+class IndexStore:
+    """Reads and writes one index folder; writers hold an exclusive lock while they work."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.reload()
+
+    def reload(self) -> None:
+        path = self.folder / INDEX_FILE
+        if not path.is_file():
+            raise ConfigError(f"{self.folder}: not a modalign index ({INDEX_FILE} is missing)")
+        try:
+            raw = json.loads(path.read_text())
+            self.manifest = IndexManifest.model_validate(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
+            raise ConfigError(f"{path}: invalid index file: {problems}") from None
+
+    @staticmethod
+    def exists(folder: str | Path) -> bool:
+        return (Path(folder) / INDEX_FILE).is_file()
+
+    @classmethod
+    def create(cls, folder: str | Path, model: Any, backend: str, backend_params: dict[str, Any]) -> IndexStore:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        if cls.exists(out):
+            raise ConfigError(f"{out}: an index already exists here")
+        tmp_model = out / ".model-tmp"
+        shutil.rmtree(tmp_model, ignore_errors=True)
+        model.save(tmp_model)
+        shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
+        os.replace(tmp_model, out / MODEL_DIR)
+        manifest = IndexManifest(format=FORMAT, format_version=FORMAT_VERSION, dim=model.dim,
+                                 model_fingerprint=model_fingerprint(model), backend=backend,
+                                 backend_params=backend_params, generation=0)
+        atomic_write_bytes(out / INDEX_FILE, manifest.model_dump_json(indent=1).encode())
+        return cls(out)
+
+    # ---------------------------------------------------------------- reading
+    def load_model(self) -> Any:
+        from modalign.align.model import AlignedModel
+
+        model = AlignedModel.load(self.folder / MODEL_DIR)
+        if model_fingerprint(model) != self.manifest.model_fingerprint:
+            raise ConfigError(f"{self.folder / MODEL_DIR}: model does not match the one the index was built with")
+        return model
+
+    def _checked(self, record: SegmentRecord, suffix: str) -> Path:
+        name = f"{record.name}.{suffix}"
+        path = self.folder / name
+        if not path.is_file():
+            raise ConfigError(f"{self.folder}: index file {name} is missing")
+        if _sha256(path) != record.sha256.get(name):
+            raise ConfigError(f"{self.folder}: index file {name} is corrupt (checksum mismatch)")
+        return path
+
+    def segments(self) -> Iterator[Segment]:
+        for record in self.manifest.segments:
+            log = json.loads(self._checked(record, "json").read_text())
+            vectors = None
+            if record.entries:
+                vectors = load_file(str(self._checked(record, "safetensors")))["vectors"]
+                if vectors.shape != (record.entries, self.manifest.dim) or len(log["entries"]) != record.entries:
+                    raise ConfigError(f"{self.folder}: segment {record.name} has inconsistent sizes")
+            yield Segment(entries=log["entries"], vectors=vectors, rows=log["rows"],
+                          deleted_rows=log["deleted_rows"], deleted_entries=log["deleted_entries"])
+
+    def ann_path(self, modality: str) -> Path | None:
+        """The verified faiss file of ``modality``, or None when absent or corrupt (then it is rebuilt)."""
+        record = self.manifest.ann.get(modality)
+        if record is None:
+            return None
+        path = self.folder / record.file
+        if not path.is_file() or _sha256(path) != record.sha256:
+            return None
+        return path
+
+    # ---------------------------------------------------------------- writing
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Exclusive writer lock; also removes what an interrupted writer left behind."""
+        with (self.folder / ".lock").open("a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ConfigError(f"{self.folder}: another process is writing this index") from None
+            try:
+                self.reload()  # another writer may have committed since this store was opened
+                self._remove_unlisted()
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _listed(self) -> set[str]:
+        names = {f"{s.name}.{ext}" for s in self.manifest.segments for ext in ("json", "safetensors")}
+        return names | {a.file for a in self.manifest.ann.values()}
+
+    def _remove_unlisted(self) -> None:
+        listed = self._listed()
+        for path in self.folder.iterdir():
+            own = bool(_OWN_FILE_RE.match(path.name)) or (path.name.startswith(".") and path.name.endswith(".tmp"))
+            if own and path.name not in listed:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+
+    def next_segment_name(self) -> str:
+        used = [int(m.group(1)) for s in self.manifest.segments if (m := SEGMENT_RE.match(s.name))]
+        return f"seg-{(max(used) + 1 if used else 1):06d}"
+
+    def write_segment(self, segment: Segment, name: str | None = None) -> SegmentRecord:
+        """Write the segment's files (not yet listed: ``commit`` does that)."""
+        name = name or self.next_segment_name()
+        hashes = {}
+        if segment.entries:
+            vectors = np.ascontiguousarray(segment.vectors, dtype=np.float32)
+            path = self.folder / f"{name}.safetensors"
+            tmp = self.folder / f".{name}.safetensors.tmp"
+            save_file({"vectors": vectors}, str(tmp))
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            hashes[path.name] = _sha256(path)
+        log_path = self.folder / f"{name}.json"
+        atomic_write_bytes(log_path, json.dumps(segment.log(), ensure_ascii=False).encode())
+        hashes[log_path.name] = _sha256(log_path)
+        return SegmentRecord(name=name, entries=len(segment.entries), sha256=hashes)
+
+    def write_ann(self, modality: str, backend: Any, generation: int) -> AnnRecord:
+        path = self.folder / f"ann-{generation:06d}-{_slug(modality)}.faiss"
+        backend.save(path)
+        return AnnRecord(file=path.name, sha256=_sha256(path))
+
+    def commit(self, segments: list[SegmentRecord], ann: dict[str, AnnRecord], generation: int) -> None:
+        """Replace index.json (the commit point), then delete the files it no longer lists."""
+        manifest = self.manifest.model_copy(update={"segments": segments, "ann": ann, "generation": generation})
+        atomic_write_bytes(self.folder / INDEX_FILE, manifest.model_dump_json(indent=1).encode())
+        self.manifest = manifest
+        self._remove_unlisted()
+        _fsync_dir(self.folder)

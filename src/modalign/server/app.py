@@ -1,0 +1,197 @@
+"""The HTTP API and web page over one index (FastAPI).
+
+Items are served by id from the index's own metadata only, so no request can name a file path.
+Uploads are identified by their bytes (never by name or declared type), bounded in size, and images
+are checked against the decompression-bomb pixel limit before they are decoded. Bad input gets a 4xx
+with a JSON ``detail``; CORS is off unless origins are given.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from modalign.errors import ItemError
+from modalign.search import Index, QueryError
+from modalign.search.hit import Hit
+from modalign.search.query import branch_of_kind
+from modalign.search.routing import ROUTINGS
+from modalign.search.sniff import HEAD_BYTES, sniff, sniff_file
+from modalign.server.schemas import SearchRequest, SearchResponse, SearchResult, ServerSettings, multipart_schema
+from modalign.server.thumbs import ThumbnailCache
+from modalign.server.uploads import parse_json, parse_multipart, read_body
+
+log = logging.getLogger(__name__)
+
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; "
+            "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def _static_dir() -> Path:
+    return Path(str(resources.files("modalign.server") / "static"))
+
+
+def item_url(item_id: str) -> str:
+    return "/items/" + quote(item_id, safe="")
+
+
+def _result(hit: Hit) -> SearchResult:
+    url = item_url(hit.id)
+    return SearchResult(id=hit.id, modality=hit.modality, kind=hit.kind, score=hit.score, cosine=hit.cosine,
+                        text=hit.text, url=url, thumbnail=url + "/thumbnail" if hit.kind == "image" else None,
+                        rows=hit.rows[:20], n_rows=len(hit.rows), meta=hit.meta)
+
+
+def create_app(index: Index | str | Path, settings: ServerSettings | None = None) -> FastAPI:
+    idx = index if isinstance(index, Index) else Index.open(index)
+    cfg = settings or ServerSettings()
+    thumbs = ThumbnailCache(cfg.thumbnail_px, cfg.thumbnail_cache)
+    app = FastAPI(title="modalign search", version="1", description="Any-to-any search over an aligned space.")
+    app.state.index = idx
+
+    if cfg.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["*"])
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    app.mount("/static", StaticFiles(directory=_static_dir()), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        html = (_static_dir() / "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html, headers={"Content-Security-Policy": PAGE_CSP})
+
+    @app.get("/health", summary="Index status, modalities and request limits")
+    def health() -> dict[str, Any]:
+        model = idx.model
+        return {
+            "status": "ok", "items": len(idx), "dim": idx.dim, "backend": idx.backend,
+            "modalities": [{"name": m, "kind": model.branches[m].kind if model is not None else "vector",
+                            "count": n} for m, n in idx.counts().items()],
+            "query_modalities": {m: b.kind for m, b in model.branches.items()} if model is not None else {},
+            "routings": list(ROUTINGS),
+            "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_text_chars": cfg.max_text_chars,
+                       "max_k": cfg.max_k},
+        }
+
+    def run_search(req: SearchRequest, data: bytes | None) -> SearchResponse:
+        start = time.perf_counter()
+        if req.id is not None:
+            try:
+                modality, vec = idx.catalog.modality[idx.position(req.id)], idx.vector(req.id)
+            except KeyError:
+                raise HTTPException(404, f"no item {req.id!r} in the index") from None
+        elif data is not None:
+            modality, vec = idx.embed_query(data, req.query_modality)
+        else:
+            # a text stays text: the library would read a str as a file path for image/audio modalities
+            if idx.model is None:
+                raise QueryError("this index has no model to encode text with")
+            modality = branch_of_kind(idx.model, "text", req.query_modality)
+            modality, vec = idx.embed_query(req.text, modality)
+        hits = idx.search_embeddings(vec[None], req.k, req.modalities, req.routing, req.adaptive, modality)[0]
+        took = (time.perf_counter() - start) * 1000
+        return SearchResponse(results=[_result(h) for h in hits],
+                              query={"modality": modality, "routing": req.routing, "k": req.k, "took_ms": took})
+
+    @app.post("/search", response_model=SearchResponse, summary="Search with text, an image, audio or an item id",
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/json": {"schema": SearchRequest.model_json_schema()},
+                  "multipart/form-data": {"schema": multipart_schema()}}}})
+    async def search(request: Request) -> SearchResponse:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "multipart/form-data"):
+            raise HTTPException(415, "send application/json or multipart/form-data")
+        body = await read_body(request, cfg.max_upload_bytes)
+        data: bytes | None = None
+        if ctype == "application/json":
+            fields = parse_json(body)
+        else:
+            fields, data = await parse_multipart(request, body)
+        try:
+            req = SearchRequest.model_validate(fields)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False)) from None
+        given = [name for name, v in (("text", req.text), ("file", data), ("id", req.id)) if v is not None]
+        if len(given) != 1:
+            raise HTTPException(422, "give exactly one of 'text', 'file' or 'id'"
+                                + (f" (got {', '.join(given)})" if given else ""))
+        if req.k > cfg.max_k:
+            raise HTTPException(422, f"k must be at most {cfg.max_k}, got {req.k}")
+        if req.text is not None and len(req.text) > cfg.max_text_chars:
+            raise HTTPException(422, f"text is {len(req.text)} characters; the limit is {cfg.max_text_chars}")
+        if data is not None:
+            if not data:
+                raise HTTPException(422, "the uploaded file is empty")
+            if sniff(data[:HEAD_BYTES]) is None:
+                raise HTTPException(415, "unsupported file type: upload a PNG, JPEG, GIF, WebP, BMP or TIFF image, "
+                                         "or a WAV, OGG, FLAC or MP3 clip")
+        try:
+            return await run_in_threadpool(run_search, req, data)
+        except QueryError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except ItemError as exc:
+            raise HTTPException(400, f"cannot use the uploaded file: {exc.reason}") from None
+
+    def lookup(item_id: str) -> Hit:
+        try:
+            return idx.item(item_id)
+        except KeyError:
+            raise HTTPException(404, f"no item {item_id!r} in the index") from None
+
+    def source_file(hit: Hit) -> Path:
+        if hit.path is None or not Path(hit.path).is_file():
+            raise HTTPException(404, f"the source file of item {hit.id!r} is missing")
+        return Path(hit.path)
+
+    # registered before /items/{id}: a path parameter would otherwise swallow "/thumbnail"
+    @app.get("/items/{item_id:path}/thumbnail", summary="A small WebP/PNG preview of an image item",
+             responses={200: {"content": {thumbs.mime: {}}}})
+    async def thumbnail(item_id: str) -> Response:
+        hit = lookup(item_id)
+        if hit.kind != "image":
+            raise HTTPException(404, f"item {item_id!r} is {hit.kind}: only images have thumbnails")
+        path = source_file(hit)
+        try:
+            data = await run_in_threadpool(thumbs.get, hit.id, str(path))
+        except ItemError as exc:
+            raise HTTPException(422, f"item {item_id!r} cannot be shown: {exc.reason}") from None
+        return Response(data, media_type=thumbs.mime, headers={"Cache-Control": "public, max-age=3600"})
+
+    @app.get("/items/{item_id:path}", summary="The item: image/audio bytes, or JSON for text and vectors")
+    def item(item_id: str) -> Response:
+        hit = lookup(item_id)
+        if hit.kind in ("image", "audio"):
+            path = source_file(hit)
+            found = sniff_file(path)
+            media = found[1] if found is not None and found[0] == hit.kind else "application/octet-stream"
+            return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+        payload = hit.to_json()
+        payload.pop("score"), payload.pop("cosine")
+        return JSONResponse({**payload, "url": item_url(hit.id)})
+
+    return app

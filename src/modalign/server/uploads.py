@@ -1,0 +1,71 @@
+"""Reading a request body within limits: JSON or multipart, never more than ``max_bytes`` in memory."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+
+MAX_FORM_FIELDS = 32
+MAX_FIELD_BYTES = 64 * 1024
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole body, or 413 as soon as it (or its declared length) goes over ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise HTTPException(400, "invalid Content-Length header")
+        if int(declared) > max_bytes:
+            raise HTTPException(413, f"request body is {int(declared)} bytes; the limit is {max_bytes} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(413, f"request body is over the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise HTTPException(422, "request body must be a JSON object")
+    return payload
+
+
+async def parse_multipart(request: Request, body: bytes) -> tuple[dict[str, Any], bytes | None]:
+    """Form fields (``modalities`` may repeat or be comma-separated) and the bytes of ``file``."""
+
+    async def replay() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(
+            max_files=1, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FIELD_BYTES)
+    except HTTPException:
+        raise
+    except Exception as exc:  # malformed multipart: several parser exception types
+        raise HTTPException(400, f"malformed multipart body: {exc}") from None
+    fields: dict[str, Any] = {}
+    data: bytes | None = None
+    try:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key != "file":
+                    raise HTTPException(422, f"unexpected file field {key!r} (use 'file')")
+                data = await value.read()
+            elif key == "modalities":
+                fields.setdefault("modalities", []).extend(v.strip() for v in value.split(",") if v.strip())
+            elif key in fields:
+                raise HTTPException(422, f"field {key!r} is given twice")
+            elif value != "":
+                fields[key] = value
+    finally:
+        await form.close()
+    return fields, data

@@ -1,0 +1,192 @@
+"""The HTTP API: contract, limits and clean 4xx errors in-process; text and image queries over a real
+``modalign serve`` subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from test_index import EmojiSearch, emoji_search
+
+
+@pytest.fixture(scope="module")
+def emoji(tmp_path_factory: pytest.TempPathFactory) -> EmojiSearch:
+    return emoji_search(tmp_path_factory)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve(index_dir: Path, *extra: str) -> Iterator[str]:
+    """``modalign serve`` in a subprocess; yields its base URL once /health answers."""
+    port = free_port()
+    exe = Path(sys.executable).parent / "modalign"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.Popen([str(exe), "serve", "--index", str(index_dir), "--port", str(port), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stdout.read().decode() if proc.stdout else ''}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start in 90 s")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def client(emoji: EmojiSearch):
+    from fastapi.testclient import TestClient
+
+    from modalign.server import ServerSettings, create_app
+
+    app = create_app(emoji.index_dir, ServerSettings(max_upload_bytes=2 * 1024 * 1024, max_text_chars=200))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        yield c
+
+
+def _png(size: tuple[int, int] = (64, 64), color: str = "red") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, color).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_search_contract(client, emoji: EmojiSearch) -> None:
+    health = client.get("/health").json()
+    assert health["status"] == "ok" and health["items"] > 0
+    assert {m["name"] for m in health["modalities"]} == {"image", "text"}
+    r = client.post("/search", json={"text": emoji.rows[0]["text"], "k": 7, "modalities": ["image"]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 7 and all(x["modality"] == "image" for x in results)
+    first = results[0]
+    assert set(first) >= {"id", "modality", "score", "text", "url"}
+    assert first["url"].startswith("/items/") and first["thumbnail"] == first["url"] + "/thumbnail"
+    scores = [x["score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+    # multipart with an image (declared as text/plain: the server looks at the bytes, not the label)
+    raw = (emoji.manifest.parent / emoji.rows[0]["image"]).read_bytes()
+    r = client.post("/search", files={"file": ("query.txt", raw, "text/plain")},
+                    data={"k": "5", "modalities": "text", "routing": "raw"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["modality"] == "image" and all(x["modality"] == "text" for x in body["results"])
+    # "more like this": search with an indexed item's vector
+    r = client.post("/search", json={"id": first["id"], "k": 3, "routing": "raw", "modalities": ["image"]})
+    assert r.json()["results"][0]["id"] == first["id"]
+    # adaptive top-k returns at most k, all within δ of the best score
+    r = client.post("/search", json={"text": "cat", "k": 50, "adaptive": 0.5}).json()["results"]
+    assert 1 <= len(r) <= 50 and r[0]["score"] - r[-1]["score"] <= 0.5
+
+
+def test_items_and_thumbnails(client, emoji: EmojiSearch) -> None:
+    row = emoji.rows[0]
+    r = client.get(f"/items/{row['id']}:image")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+    assert r.content == (emoji.manifest.parent / row["image"]).read_bytes()
+    assert r.headers["x-content-type-options"] == "nosniff"
+    thumb = client.get(f"/items/{row['id']}:image/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] in ("image/webp", "image/png")
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= 192
+    text_id = client.post("/search", json={"text": row["text"], "k": 1, "modalities": ["text"]}).json()["results"][0]
+    r = client.get(text_id["url"])
+    assert r.status_code == 200 and r.json()["text"] == row["text"] and r.json()["n_rows"] >= 1
+    assert client.get(text_id["url"] + "/thumbnail").status_code == 404
+    for bad in ("/items/nope", "/items/..%2F..%2Fetc%2Fpasswd", "/items/%2Fetc%2Fpasswd", "/items/nope/thumbnail"):
+        r = client.get(bad)
+        assert r.status_code == 404 and "detail" in r.json(), bad
+    schema = client.get("/openapi.json").json()
+    assert {"/search", "/health", "/items/{item_id}"} <= set(schema["paths"])
+    assert "multipart/form-data" in schema["paths"]["/search"]["post"]["requestBody"]["content"]
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>modalign search</title>" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "access-control-allow-origin" not in client.get("/health", headers={"Origin": "http://evil.test"}).headers
+
+
+def _bomb_png(side: int) -> bytes:
+    """A tiny PNG whose header claims side x side pixels: must be refused before decoding."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("kwargs", "status", "needle"), [
+    ({"json": {"text": "x" * 201}}, 422, "limit is 200"),
+    ({"json": {"text": "cat", "k": 1001}}, 422, "at most 1000"),
+    ({"json": {"text": "cat", "k": 0}}, 422, "greater than or equal to 1"),
+    ({"json": {"text": "cat", "k": "many"}}, 422, "valid integer"),
+    ({"json": {}}, 422, "exactly one of"),
+    ({"json": ["cat"]}, 422, "JSON object"),
+    ({"json": {"text": "cat", "bogus": 1}}, 422, "Extra inputs"),
+    ({"json": {"text": "cat", "modalities": ["video"]}}, 400, "unknown target modality"),
+    ({"json": {"text": "cat", "routing": "best"}}, 422, "calibrated"),
+    ({"json": {"text": "cat", "adaptive": -1}}, 422, "greater than or equal to 0"),
+    ({"json": {"text": "   "}}, 400, "empty"),
+    ({"json": {"text": "cat", "query_modality": "image"}}, 400, "takes image items"),
+    ({"json": {"id": "nope"}}, 404, "no item"),
+    ({"content": b'{"text": ', "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    ({"content": b"cat", "headers": {"content-type": "text/plain"}}, 415, "application/json"),
+    ({"content": b"--x\r\nbroken", "headers": {"content-type": "multipart/form-data; boundary=x"}}, 422, "exactly one"),
+    ({"files": {"file": ("a.png", b"", "image/png")}}, 422, "empty"),
+    ({"files": {"file": ("a.png", b"just some text, not an image", "image/png")}}, 415, "unsupported file type"),
+    ({"files": {"file": ("a.gif", b"GIF89a\x01\x00\x01\x00broken", "image/gif")}}, 400, "cannot"),
+    ({"files": {"file": ("bomb.png", _bomb_png(9000), "image/png")}}, 400, "above the limit of 50000000 pixels"),
+    ({"files": {"file": ("bomb.png", _bomb_png(60000), "image/png")}}, 400, "decompression bomb"),
+    ({"files": {"file": ("a.wav", b"RIFF\x10\x00\x00\x00WAVEfmt ", "audio/wav")}}, 400, "no audio modality"),
+    ({"files": {"file": ("big.png", b"\x89PNG" + b"0" * (3 * 1024 * 1024), "image/png")}}, 413, "limit"),
+    ({"files": {"file": ("a.png", _png(), "image/png")}, "data": {"text": "cat"}}, 422, "exactly one"),
+])
+def test_bad_requests_get_clear_4xx(client, kwargs: dict, status: int, needle: str) -> None:
+    r = client.post("/search", **kwargs)
+    assert r.status_code == status, r.text
+    detail = r.json()["detail"]
+    assert needle in (detail if isinstance(detail, str) else str(detail)), detail
+    assert "Traceback" not in r.text
+
+
+def test_serve_subprocess_text_and_image_queries(emoji: EmojiSearch) -> None:
+    with serve(emoji.index_dir) as url:
+        r = httpx.post(url + "/search", json={"text": emoji.rows[0]["text"], "k": 5}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["results"]) == 5
+        raw = (emoji.manifest.parent / emoji.rows[0]["image"]).read_bytes()
+        r = httpx.post(url + "/search", files={"file": ("q.png", raw, "image/png")},
+                       data={"k": "5", "modalities": "image", "routing": "raw"}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["results"][0]["id"] == f"{emoji.rows[0]['id']}:image"  # the same picture comes first
+        thumb = httpx.get(url + r.json()["results"][0]["thumbnail"], timeout=30)
+        assert thumb.status_code == 200 and thumb.headers["content-type"].startswith("image/")
