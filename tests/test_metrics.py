@@ -84,7 +84,13 @@ def test_svcca_hand_case() -> None:
     u1, u2, w = np.array([1.0, -1, 1, -1]), np.array([1.0, 1, -1, -1]), np.array([1.0, -1, -1, 1])
     x, y = np.stack([u1, u2], 1), np.stack([3 * u1, w], 1)
     # canonical correlations of span{u1, u2} and span{u1, w}: 1 (u1) and 0 (u2 ⟂ w)
-    assert get_metric("svcca", keep_variance=1.0)(x, y) == pytest.approx(0.5)
+    assert get_metric("svcca", keep_variance=1.0, rows_per_dim=0)(x, y) == pytest.approx(0.5)
+
+
+def test_svcca_does_not_saturate_on_few_rows(rng: np.random.Generator) -> None:
+    a, b = rng.normal(size=(40, 30)), rng.normal(size=(40, 30))
+    assert get_metric("svcca", rows_per_dim=0)(a, b) > 0.6  # 30 dims from 40 rows: CCA overfits
+    assert get_metric("svcca")(a, b) < 0.5
 
 
 def test_space_measures_hand_cases() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, get_encoder
 from modalign.metrics import get_metric
 from modalign.metrics.probe import DEFAULT_PROBE_METRICS, probe_layers, sample_rows
 from test_report import chromium, run_cli, shared
@@ -47,6 +48,17 @@ def test_planted_layer_pair_wins_every_measure(planted: Planted) -> None:
     assert out["default_layers"] == {"a": "last", "b": "deep"}
 
 
+def test_three_modalities_score_every_pair(planted: Planted) -> None:
+    features, present = planted
+    rng = np.random.default_rng(2)
+    features = {**features, "c": {"only": features["a"]["mid"] @ rng.normal(size=(24, 12))}}
+    present = {**present, "c": np.ones(len(present["a"]), bool)}
+    result = probe_layers(features, present, ["a", "b", "c"], metrics=["cka"])
+    assert set(result.pairs) == {"a|b", "a|c", "b|c"}
+    assert result.recommendation == {"a": "mid", "b": "deep", "c": "only"}
+    assert result.pairs["a|c"].best("cka")[0] == "mid"
+
+
 def test_measures_use_the_rows_layer_selection_draws(planted: Planted) -> None:
     features, present = planted
     result = probe_layers(features, present, ["a", "b"], metrics=["cka"], seed=3, max_pairs=60)
@@ -74,7 +86,8 @@ def test_probe_cli_matches_fit_layers_auto(tmp_path_factory: pytest.TempPathFact
     probe = json.loads((out / "probe.json").read_text())
     pair = probe["pairs"]["image|text"]
     assert pair["n"] == 45  # the training part: 15 of 20 photos × 3 views
-    assert len(pair["layers"]["image"]) == 13 and len(pair["layers"]["text"]) == 7
+    for m in ("image", "text"):  # every layer of the default encoders, one pass each
+        assert pair["layers"][m] == list(get_encoder(DEFAULT_ENCODER_FOR_KIND[m]).layers)
     assert set(pair["scores"]) == set(DEFAULT_PROBE_METRICS)
 
     run_cli(["fit", "--data", str(manifest), "--modalities", "image,text", "--layers", "auto", "--holdout", "0.25",

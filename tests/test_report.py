@@ -160,3 +160,25 @@ def test_report_renders_in_chromium(evaluated: dict[str, Any], artifacts_dir: Pa
 def test_console_shows_the_comparison_and_zero_shot(evaluated: dict[str, Any]) -> None:
     text = evaluated["console"]
     assert "paired bootstrap" in text and "zero-shot image" in text
+
+
+def test_audio_items_get_an_inline_player(tmp_path: Path) -> None:
+    import base64
+    import wave
+
+    import numpy as np
+
+    from modalign.evaluation.report.gallery import MAX_AUDIO_BYTES, audio_player
+
+    clip = tmp_path / "tone.wav"
+    with wave.open(str(clip), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(8000) / 5) * 8000).astype("<i2").tobytes())
+    html = audio_player(clip)
+    data = re.search(r'src="data:audio/wav;base64,([^"]+)"', html)
+    assert data is not None and base64.b64decode(data.group(1)) == clip.read_bytes()
+    big = tmp_path / "long.wav"
+    big.write_bytes(clip.read_bytes() * (MAX_AUDIO_BYTES // clip.stat().st_size + 1))
+    assert "<audio" not in audio_player(big) and "long.wav" in audio_player(big)

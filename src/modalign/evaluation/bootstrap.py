@@ -3,16 +3,15 @@
 Every retrieval metric is a statistic of the per-query ranks (R@K = mean of [rank ≤ K], MRR = mean of
 1/rank, median rank), so resampling queries with replacement B times gives its sampling
 distribution. CIs are percentile intervals. A paired comparison resamples the *same* queries for both
-models; the two-sided p-value for "no difference" is
+models (δ*_b = metric_B − metric_A on resample b); the two-sided p-value for "no difference" is the
+percentile-bootstrap one, consistent with the percentile CI of δ (the CI excludes 0 ⇔ p < 0.05):
 
-    p = (1 + #{b : |δ*_b − δ̂| ≥ |δ̂|}) / (B + 1)
-
-(the bootstrap distribution of δ* centred on the observed δ̂ stands in for the null distribution).
+    p = min(1, 2 · min( (1 + #{b : δ*_b ≤ 0}) / (B + 1), (1 + #{b : δ*_b ≥ 0}) / (B + 1) ))
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,25 @@ def _valid(ranks: np.ndarray) -> np.ndarray:
     return r[r > 0]  # rank 0 = query without a relevant item (dropped, as in metrics_from_ranks)
 
 
-def resample(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n) indices of queries drawn with replacement."""
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+#: resampled indices held in memory at once (rows of B × n are drawn in chunks below this)
+CHUNK_CELLS = 4_000_000
+
+
+def resample_chunks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """n_boot rows of n indices drawn with replacement, in (b, n) chunks so large query sets fit in memory."""
+    rng = np.random.default_rng(seed)
+    step = max(1, CHUNK_CELLS // max(1, n))
+    for start in range(0, n_boot, step):
+        yield rng.integers(0, n, size=(min(step, n_boot - start), n))
+
+
+def _boot(ranks: Sequence[np.ndarray], ks: Sequence[int], n_boot: int, seed: int) -> list[dict[str, np.ndarray]]:
+    """Bootstrap distributions of the rank statistics of each (paired) rank array, same resamples for all."""
+    parts: list[list[dict[str, np.ndarray]]] = [[] for _ in ranks]
+    for idx in resample_chunks(len(ranks[0]), n_boot, seed):
+        for out, r in zip(parts, ranks, strict=True):
+            out.append(rank_statistics(r[idx], ks))
+    return [{k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} for chunks in parts]
 
 
 def rank_statistics(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
@@ -51,7 +66,7 @@ def bootstrap_ci(ranks: np.ndarray, ks: Sequence[int], n_boot: int = DEFAULT_BOO
     r = _valid(ranks)
     if len(r) == 0:
         return {}
-    stats = rank_statistics(r[resample(len(r), n_boot, seed)], ks)
+    (stats,) = _boot([r], ks, n_boot, seed)
     return {name: _interval(v, level) for name, v in stats.items()}
 
 
@@ -60,7 +75,8 @@ def mean_ci(values: np.ndarray, n_boot: int = DEFAULT_BOOT, seed: int = 0, level
     v = np.asarray(values, dtype=np.float64)
     if len(v) == 0:
         return [float("nan"), float("nan")]
-    return _interval(v[resample(len(v), n_boot, seed)].mean(axis=1), level)
+    means = np.concatenate([v[idx].mean(axis=1) for idx in resample_chunks(len(v), n_boot, seed)])
+    return _interval(means, level)
 
 
 def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, ks: Sequence[int], n_boot: int = DEFAULT_BOOT,
@@ -76,14 +92,14 @@ def paired_bootstrap(ranks_a: np.ndarray, ranks_b: np.ndarray, ks: Sequence[int]
     a, b = a[keep], b[keep]
     if len(a) == 0:
         return {}
-    idx = resample(len(a), n_boot, seed)
     observed_a, observed_b = rank_statistics(a, ks), rank_statistics(b, ks)
-    boot_a, boot_b = rank_statistics(a[idx], ks), rank_statistics(b[idx], ks)
+    boot_a, boot_b = _boot([a, b], ks, n_boot, seed)
     out: dict[str, dict[str, Any]] = {}
     for name in observed_a:
         delta = float(observed_b[name] - observed_a[name])
         deltas = boot_b[name] - boot_a[name]
-        extreme = int(np.sum(np.abs(deltas - delta) >= abs(delta) - 1e-12))
+        below, above = int(np.sum(deltas <= 0)), int(np.sum(deltas >= 0))
+        p = min(1.0, 2.0 * (1 + min(below, above)) / (n_boot + 1))
         out[name] = {"a": float(observed_a[name]), "b": float(observed_b[name]), "delta": delta,
-                     "CI95_delta": _interval(deltas, level), "p_value": (1 + extreme) / (n_boot + 1)}
+                     "CI95_delta": _interval(deltas, level), "p_value": p}
     return out

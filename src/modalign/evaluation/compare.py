@@ -25,7 +25,7 @@ def compare_results(a: EvalResult, b: EvalResult, names: tuple[str, str] = ("A",
                     n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict[str, Any]:
     """The ``"compare"`` JSON block: per direction and metric, a, b, delta, CI95 of delta, p-value."""
     out: dict[str, Any] = {"models": {"a": names[0], "b": names[1]}, "n_boot": n_boot,
-                           "test": "paired bootstrap over queries, two-sided", "directions": {}}
+                           "test": "paired percentile bootstrap over queries, two-sided", "directions": {}}
     for direction in a.directions:
         if direction not in b.directions:
             continue

@@ -6,7 +6,8 @@
    values ρ₁ ≥ ρ₂ ≥ … of Q_Aᵀ Q_B (cosines of the principal angles).
 3. SVCCA = mean of the min(r_A, r_B) correlations, in [0, 1].
 
-Like every CCA it overfits when the kept dims approach n: use many more rows than dims.
+Like every CCA it overfits when the kept dims approach n (every correlation → 1), so at most
+n / ``rows_per_dim`` directions are kept (default 5 rows per direction).
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ class SVCCA(PairMetric):
     name: ClassVar[str] = "svcca"
     min_rows: ClassVar[int] = 3
 
-    def __init__(self, keep_variance: float = 0.99, max_dims: int | None = None) -> None:
+    def __init__(self, keep_variance: float = 0.99, max_dims: int | None = None, rows_per_dim: int = 5) -> None:
         self.keep_variance = keep_variance
         self.max_dims = max_dims
+        self.rows_per_dim = rows_per_dim
 
     def prepare(self, x: np.ndarray) -> Any:
         if not 0 < self.keep_variance <= 1:
@@ -40,6 +42,8 @@ class SVCCA(PairMetric):
         r = min(r, int((s > s[0] * 1e-10).sum()))
         if self.max_dims is not None:
             r = min(r, self.max_dims)
+        if self.rows_per_dim > 0:
+            r = min(r, max(1, len(xc) // self.rows_per_dim))
         return u[:, :r]
 
     def compare(self, a: Any, b: Any) -> float:

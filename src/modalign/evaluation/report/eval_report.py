@@ -23,6 +23,7 @@ from modalign.evaluation.report.payload import enrich_payload
 SUMMARY_KEYS = ("R@1", "R@5", "R@10", "MRR", "median_rank")
 HEATMAP_PAIRS = 24
 PROJECTION_POINTS = 1500
+MAX_PLOTTED_CLASSES = 40
 
 
 def write_report(path: str | Path, model: AlignedModel, dataset: PairedDataset, result: EvalResult,
@@ -46,7 +47,7 @@ def write_report(path: str | Path, model: AlignedModel, dataset: PairedDataset, 
     if result.errors:
         rows = [(esc(i), esc(m), esc(r)) for i, m, r in result.errors[:50]]
         sections.append(("skipped", "Skipped", section("skipped", f"Skipped items ({len(result.errors)})",
-                                                        table(("id", "modality", "reason"), rows))))
+                                                        table(("id", "modality", "reason"), rows, text_columns=3))))
     mods = " · ".join(f"{m}: {b.encoder}/{b.layer}" for m, b in model.branches.items())
     subtitle = (f"{esc(dataset.source.name if dataset.source else 'dataset')} · split {esc(payload.get('split', '-'))}"
                 f" · n = {payload['n']} pairs · {esc(model.method)} · {esc(mods)}")
@@ -185,8 +186,13 @@ def zero_shot_section(z: dict[str, Any]) -> str:
              f'{len(z["templates"])} prompt(s): {", ".join(esc(repr(t)) for t in z["templates"])} '
              f'({esc(z["text_modality"])} branch). Brackets: 95% bootstrap CI over items.</p>')
     per_class = [[esc(name), fmt(v["n"]), fmt(v["recall"])] for name, v in z["per_class"].items()]
-    fig = figure(plots.confusion_matrix(np.array(z["confusion"]), z["classes"]), "zero-shot confusion matrix",
-                 width=620)
+    fig = ""
+    if "confusion" in z and len(z["classes"]) <= MAX_PLOTTED_CLASSES:
+        fig = figure(plots.confusion_matrix(np.array(z["confusion"]), z["classes"]), "zero-shot confusion matrix",
+                     width=620)
+    if len(per_class) > MAX_PLOTTED_CLASSES:  # many classes: the 15 hardest and the 15 easiest
+        order = sorted(per_class, key=lambda r: float("inf") if r[2] == "–" else float(r[2]))
+        per_class = [*order[:15], ["…", "", ""], *order[-15:]]
     body += (f'<div class="figs">{fig}<div>'
              f'{table(("class", "items", "recall"), per_class, table_id="per-class-table")}</div></div>')
     return section("zero-shot", "Zero-shot classification", body)
@@ -208,6 +214,6 @@ def compare_section(c: dict[str, Any]) -> str:
         body += f"<h3>{esc(direction)} ({block['queries']} paired queries)</h3>"
         body += table(("metric", f"A: {esc(names['a'])}", f"B: {esc(names['b'])}", "B − A", "95% CI of B − A",
                        "p (paired)", "verdict"), rows, classes, table_id=f"compare-{direction}")
-    body += (f'<p class="note">{esc(c.get("test", ""))}, {fmt(c.get("n_boot"))} resamples; highlighted rows: '
-             "B significantly better (p &lt; 0.05).</p>")
+    body += (f'<p class="note">{esc(c.get("test", ""))}, {fmt(c.get("n_boot"))} resamples; green rows: B '
+             "significantly better, red rows: A significantly better (p &lt; 0.05).</p>")
     return section("compare", "Model comparison", body)

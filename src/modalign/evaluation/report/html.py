@@ -51,13 +51,18 @@ def with_ci(value: Any, ci: Sequence[float] | None, digits: int = 3, key: str = 
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], classes: Sequence[str] | None = None,
-          table_id: str | None = None) -> str:
-    """Cells are HTML already (callers escape text with ``esc``)."""
+          table_id: str | None = None, text_columns: int = 1) -> str:
+    """Cells are HTML already (callers escape text with ``esc``). The first ``text_columns`` align left."""
     attr = f' id="{esc(table_id)}"' if table_id else ""
-    out = [f"<table{attr}><thead><tr>" + "".join(f"<th>{h}</th>" for h in header) + "</tr></thead><tbody>"]
+
+    def align(j: int) -> str:
+        return ' class="l"' if j < text_columns else ""
+
+    out = [f"<table{attr}><thead><tr>" + "".join(f"<th{align(j)}>{h}</th>" for j, h in enumerate(header))
+           + "</tr></thead><tbody>"]
     for i, row in enumerate(rows):
         cls = f' class="{classes[i]}"' if classes and classes[i] else ""
-        out.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
+        out.append(f"<tr{cls}>" + "".join(f"<td{align(j)}>{c}</td>" for j, c in enumerate(row)) + "</tr>")
     out.append("</tbody></table>")
     return "".join(out)
 

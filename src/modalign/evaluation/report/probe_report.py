@@ -34,7 +34,7 @@ def write_probe_report(path: str | Path, result: ProbeResult, payload: dict[str,
     body = (f'<p><span class="pill">fit --layers auto</span> would align {rec_text} '
             f"(the best mutual-kNN pair; k = {fmt(result.k)}).</p>")
     body += table(("modalities", "measure", "best layer pair", "best score", "score at fit's choice",
-                   "score at last layers"), summary_rows, classes, table_id="probe-summary")
+                   "score at last layers"), summary_rows, classes, table_id="probe-summary", text_columns=3)
     body += ('<p class="note">Higher is better for every measure. The highlighted row is the measure '
              "<code>fit --layers auto</code> maximises; the others are a second opinion. Last layers = each "
              f"encoder's default ({esc(', '.join(f'{m}={v}' for m, v in result.default_layers.items()))}).</p>")
