@@ -1,0 +1,184 @@
+"""Throughput of modalign against the raw encoders, head training speed, DDP scaling, demo peak RSS.
+
+    .venv/bin/python benchmarks/throughput.py [--n 64] [--parts extract,train,ddp,demo] [--json out.json]
+
+(a) extraction items/s through ``modalign.features.extract`` (fresh cache: hashing + encoding +
+    shard writes) vs the same encoder's ``encode`` called in a loop with the same batch size;
+(b) linear-head InfoNCE training on 5k cached pairs: pairs/s and time to fit;
+(c) DDP with 2 gloo workers vs 1: wall-time ratio and the largest gap between the loss curves;
+(d) peak RSS of ``modalign demo --limit 100`` (resource.getrusage of the child).
+Timings on a shared machine are noisy: compare ratios measured within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENCODERS = {"minilm": "text", "e5": "text", "dinov2-s": "image", "effnet-lite0": "image", "whisper-tiny": "audio"}
+
+
+def _items(kind: str, n: int, tmp: Path) -> list[Any]:
+    import emoji
+
+    names = sorted({d["en"].strip(":").replace("_", " ") for d in emoji.EMOJI_DATA.values()})
+    if kind == "text":
+        return names[:n]
+    if kind == "image":
+        import skimage.data
+        from PIL import Image
+
+        photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+        out = []
+        for i in range(n):  # distinct files (crops) so the content-addressed cache cannot dedupe them
+            img = photos[i % len(photos)]
+            path = tmp / f"img{i}.png"
+            Image.fromarray(img[i % 37 :, i % 41 :]).save(path)
+            out.append(path)
+        return out
+    import soundfile as sf
+
+    sr = 16000
+    out = []
+    for i in range(n):  # one-second chirps of different pitch
+        t = np.arange(sr) / sr
+        wave = 0.3 * np.sin(2 * np.pi * (200 + 7 * i) * t * (1 + t)).astype(np.float32)
+        path = tmp / f"a{i}.wav"
+        sf.write(path, wave, sr)
+        out.append(path)
+    return out
+
+
+def bench_extract(n: int, batch: int) -> dict[str, Any]:
+    from modalign.encoders import get_encoder
+    from modalign.features import FeatureCache, extract
+
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        for name, kind in ENCODERS.items():
+            items = _items(kind, n, tmp)
+            enc = get_encoder(name)
+            enc.encode(items[:2], layers=list(enc.layers))  # warm-up: weights loaded, kernels picked
+            t0 = time.perf_counter()
+            for s in range(0, n, batch):
+                enc.encode(items[s : s + batch], layers=list(enc.layers))
+            raw = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            extract(enc, items, FeatureCache(tmp / f"cache-{name}"), shard_size=batch)
+            ours = time.perf_counter() - t0
+            rows[name] = {"items": n, "raw_items_s": n / raw, "modalign_items_s": n / ours, "overhead": ours / raw}
+    return rows
+
+
+def _pairs(n_unique: int, tile: int):
+    from modalign.align.trainer import TrainData
+    from modalign.encoders import get_encoder
+    from modalign.features import extract
+
+    names = _items("text", n_unique, Path("."))
+    enc = get_encoder("minilm")
+    a = extract(enc, names, layers=["layer3"]).features["layer3"]
+    b = extract(enc, [f"a picture of {x}" for x in names], layers=[enc.default_layer]).features[enc.default_layer]
+    g = np.tile(np.arange(len(names)), tile)  # tiled rows share a group: they are positives of each other
+    n = len(g)
+    return TrainData(features={"a": np.tile(a, (tile, 1)), "b": np.tile(b, (tile, 1))},
+                     present={"a": np.ones(n, bool), "b": np.ones(n, bool)}, groups=g)
+
+
+def _heads(train):
+    import torch
+
+    from modalign.align.heads.linear import LinearHead
+
+    torch.manual_seed(0)
+    heads = {m: LinearHead(x.shape[1], 256) for m, x in train.features.items()}
+    for m, h in heads.items():
+        h.fit_input_stats(train.features[m])
+    return heads
+
+
+def bench_train(train, epochs: int) -> dict[str, Any]:
+    from modalign.align.ddp import train_ddp
+    from modalign.align.losses.combined import build_loss
+    from modalign.align.trainer import TrainerSettings
+
+    t0 = time.perf_counter()
+    res = train_ddp(_heads(train), build_loss("infonce"), train, TrainerSettings(epochs=epochs, batch_size=256))
+    wall = time.perf_counter() - t0
+    return {"pairs": len(train), "epochs": epochs, "fit_s": wall, "pairs_s": len(train) * epochs / wall,
+            "final_loss": res.history[-1]}
+
+
+def bench_ddp(train, epochs: int) -> dict[str, Any]:
+    from modalign.align.ddp import train_ddp
+    from modalign.align.losses.combined import build_loss
+    from modalign.align.trainer import TrainerSettings
+
+    settings = TrainerSettings(epochs=epochs, batch_size=256)
+    out: dict[str, Any] = {}
+    curves = {}
+    for w in (1, 2):
+        t0 = time.perf_counter()
+        res = train_ddp(_heads(train), build_loss("infonce"), train, settings, workers=w)
+        out[f"workers{w}_s"] = time.perf_counter() - t0
+        curves[w] = np.asarray(res.history)
+        if w == 2:
+            out["max_rank_divergence"] = res.max_rank_divergence
+    out["speedup_2_over_1"] = out["workers1_s"] / out["workers2_s"]
+    out["max_loss_curve_gap"] = float(np.max(np.abs(curves[1] - curves[2])))
+    out["loss_curve_1"], out["loss_curve_2"] = curves[1].tolist(), curves[2].tolist()
+    return out
+
+
+def bench_demo(limit: int) -> dict[str, Any]:
+    exe = Path(sys.executable).with_name("modalign")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(exe), "demo", "--limit", str(limit), "--out", tmp], capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, the largest child
+    return {"limit": limit, "exit_code": proc.returncode, "wall_s": wall, "peak_rss_mb": peak_kb / 1024}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=64, help="items per encoder for (a)")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--unique", type=int, default=1000, help="real pairs, tiled to 5k rows for (b)/(c)")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--demo-limit", type=int, default=100)
+    ap.add_argument("--parts", default="extract,train,ddp,demo")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    results: dict[str, Any] = {}
+    if "demo" in parts:  # first: getrusage(CHILDREN) would otherwise also count the DDP workers
+        results["demo"] = bench_demo(args.demo_limit)
+        print(json.dumps({"demo": results["demo"]}), flush=True)
+    if "extract" in parts:
+        results["extract"] = bench_extract(args.n, args.batch)
+        print(json.dumps({"extract": results["extract"]}), flush=True)
+    if parts & {"train", "ddp"}:
+        train = _pairs(args.unique, max(1, 5000 // args.unique))
+        if "train" in parts:
+            results["train"] = bench_train(train, args.epochs)
+            print(json.dumps({"train": results["train"]}), flush=True)
+        if "ddp" in parts:
+            results["ddp"] = bench_ddp(train, args.epochs)
+            print(json.dumps({"ddp": results["ddp"]}), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
