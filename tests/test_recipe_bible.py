@@ -22,12 +22,13 @@ def prepared(tmp_path_factory: pytest.TempPathFactory):
 def test_rows_are_verse_aligned_and_clean(prepared) -> None:
     out, result = prepared
     rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert result.rows == len(rows) == 40 and result.groups == 2  # Gen 1 (31 verses) + Gen 2:1-9
+    assert result.rows == len(rows) == 40 and result.groups == 40  # Gen 1 (31 verses) + Gen 2:1-9
     assert rows[0]["id"] == "Gen.1.1" and rows[-1]["id"] == "Gen.2.9"
     assert rows[0]["text"] == "In the beginning, God created the heavens and the earth."  # WEB, footnote removed
     assert rows[0]["text_kjv"] == "In the beginning God created the heaven and the earth."
     assert rows[0]["text_es"] == "En el principio crió Dios los cielos y la tierra."  # drop cap "EN" fixed
-    assert {r["group"] for r in rows} == {"Gen.1", "Gen.2"}
+    assert all(r["group"] == r["id"] for r in rows)  # one verse = one concept (positives in training)
+    assert {r["meta_chapter"] for r in rows} == {"Gen.1", "Gen.2"}
     assert len({r["id"] for r in rows}) == len(rows)
     for r in rows:
         for field in ("text", "text_es", "text_kjv"):
@@ -41,13 +42,13 @@ def test_manifest_loads_with_three_text_modalities(prepared) -> None:
     assert ds.modalities == ["text", "text_es", "text_kjv"]
     assert all(ds.kinds[m] == "text" for m in ds.modalities)
     train, test = ds.split(0.5, seed=0)
-    assert not set(train.groups) & set(test.groups)  # whole chapters held out
+    assert not set(train.groups) & set(test.groups) and len(test) == 20
 
 
 def test_card_and_incremental_rerun(prepared) -> None:
     out, _ = prepared
     card = (out / "CARD.md").read_text(encoding="utf-8")
-    assert "Reina-Valera 1909" in card and "public domain" in card and "40 rows (verses), 2 groups" in card
+    assert "Reina-Valera 1909" in card and "public domain" in card and "40 rows (verses), 40 groups, 2 chapters" in card
     mtime = (out / "manifest.jsonl").stat().st_mtime_ns
     again = DATASETS.create("bible-en-es").prepare(out, limit=40)
     assert again.rows == 40 and "up to date" in again.notes[0]

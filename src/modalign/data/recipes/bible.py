@@ -1,8 +1,10 @@
 """The ``bible-en-es`` recipe: verse-aligned English (WEB, KJV) and Spanish (Reina-Valera 1909) Bibles.
 
 One row per verse of the KJV versification: ``text`` = World English Bible, ``text_es`` = Reina-Valera
-1909, ``text_kjv`` = King James Version; ``group`` = the chapter (``Gen.1``), so a held-out split keeps
-whole chapters out of training and neighbouring verses (which share names and wording) never leak.
+1909, ``text_kjv`` = King James Version. ``group`` = the verse itself: a group is a concept whose rows
+are all positives of each other (the losses and validation use it that way), and one verse is one
+meaning; chapter groups would teach "same chapter" instead of "same verse". ``meta_chapter`` keeps
+the chapter for analysis.
 Sources are the Debian SWORD modules, read with pysword; OSIS markup is removed here (not with
 pysword's cleaner, which glues words around footnotes: "Godcreated").
 """
@@ -146,7 +148,7 @@ class BibleEnEsRecipe(DatasetRecipe):
     name = "bible-en-es"
     description = (
         "Verse-aligned Bibles: World English Bible (text), Reina-Valera 1909 Spanish (text_es) and King James "
-        "Version (text_kjv); one row per verse, grouped by chapter."
+        "Version (text_kjv); one row per verse."
     )
     modalities = FIELD_ORDER
     licence = "public domain (WEB, RV1909; KJV outside the UK)"
@@ -174,7 +176,7 @@ class BibleEnEsRecipe(DatasetRecipe):
             raise InstallError(f"{self.name} needs {', '.join(v.package for v in missing)}; run:\n  "
                                f"{apt_command([v.package for v in missing])}")
         versions = {v.field: _dpkg_version(v.package) for v in VERSIONS}
-        stamp = {"limit": limit, "versions": versions, "recipe_version": 2}
+        stamp = {"limit": limit, "versions": versions, "recipe_version": 3}
         stamp_path = out / ".bible-en-es.json"
         if (out / "manifest.jsonl").is_file() and stamp_path.is_file() and _read_json(stamp_path) == stamp:
             return self._result_from_existing(out)  # incremental: same sources and limit, nothing to redo
@@ -208,8 +210,8 @@ class BibleEnEsRecipe(DatasetRecipe):
             if present < 2:  # nothing to pair
                 dropped.append(ref.id)
             else:
-                rows.append({"id": ref.id, **{f: row[f] for f in FIELD_ORDER}, "group": ref.group,
-                             "meta_book": ref.book, "meta_testament": ref.testament})
+                rows.append({"id": ref.id, **{f: row[f] for f in FIELD_ORDER}, "group": ref.id,
+                             "meta_chapter": ref.group, "meta_book": ref.book, "meta_testament": ref.testament})
             if progress and (done % PROGRESS_EVERY == 0 or done == len(refs)):
                 progress("read verses", done, len(refs))
         notes = []
@@ -271,7 +273,7 @@ def _write_card(out: Path, recipe: BibleEnEsRecipe, rows: list[dict[str, Any]], 
     by_field = {v.field: v for v in VERSIONS}
     lines = [
         f"# {recipe.name}", "", recipe.description, "",
-        f"{len(rows)} rows (verses), {groups} groups (chapters), "
+        f"{len(rows)} rows (verses), {groups} groups, {len({r['meta_chapter'] for r in rows})} chapters, "
         f"{len({r['meta_book'] for r in rows})} books.", "",
         "## Sources", "", "| field | version | language | Debian package | package version | licence |",
         "|---|---|---|---|---|---|",
@@ -291,8 +293,10 @@ def _write_card(out: Path, recipe: BibleEnEsRecipe, rows: list[dict[str, Any]], 
         "", "## Rows and groups", "",
         "- `id` = OSIS reference `Book.chapter.verse` in the KJV versification (Protestant canon, 66 books, "
         "canonical order); `limit=N` keeps the first N verses (Genesis first).",
-        "- `group` = `Book.chapter`: concept-disjoint splits hold out whole chapters.",
-        "- `meta_book`, `meta_testament` (`ot`/`nt`) for filtering.",
+        "- `group` = the verse id: one verse is one concept (its translations are its row). Trainers treat "
+        "rows of one group as positives, so chapter groups would blur verses together; the price is that a "
+        "held-out verse may have its neighbours (same names, same story) in training.",
+        "- `meta_chapter` (`Book.chapter`), `meta_book`, `meta_testament` (`ot`/`nt`) for filtering.",
         "- A verse empty in one version is null there; a verse with fewer than two versions is left out.",
         "",
         "## Cleaning and known noise", "",
