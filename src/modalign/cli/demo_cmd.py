@@ -16,20 +16,25 @@ HOLDOUT = 0.2
 def demo_command(
     out: Path = typer.Option(Path("demo-output"), "--out", help="where data, models and results go"),
     limit: int | None = typer.Option(None, "--limit", help="only the first N emoji concepts (faster)"),
+    styles: str = typer.Option("noto,openmoji", "--styles", help="emoji styles: noto, openmoji, fluent-3d, google"),
     seed: int = typer.Option(0, "--seed"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
 ) -> None:
     """End to end on the built-in emoji dataset: text↔image retrieval on held-out concepts."""
     from modalign.align import TrainerSettings, fit
-    from modalign.cli.datasets_cmd import prepare_dataset
+    from modalign.cli._common import parse_list
+    from modalign.cli.datasets_cmd import prepare_recipe
     from modalign.data import PairedDataset
+    from modalign.data.recipes.emoji import EmojiRecipe
     from modalign.evaluation import evaluate
     from modalign.features import FeatureCache
 
     started = time.perf_counter()
     data_dir = out / "data" / "emoji"
     console.rule("[bold]1/3 prepare the emoji dataset")
-    prepared = prepare_dataset("emoji", data_dir, limit)
+    # base concepts only (skin-tone variants share their base's name): one image per concept and style
+    recipe = EmojiRecipe(styles=parse_list(styles), include_variants=False)
+    prepared = prepare_recipe(recipe, data_dir, limit)
     console.print(f"{prepared.rows} image–name pairs, {prepared.groups} concepts ({prepared.counts})")
     ds = PairedDataset.from_manifest(prepared.manifest)
     train, test = ds.split(HOLDOUT, seed=seed)
@@ -38,7 +43,7 @@ def demo_command(
     feature_cache = FeatureCache(cache)
     results: dict[str, dict] = {}
     methods = {"InfoNCE-linear": "infonce", "Procrustes": "procrustes"}
-    console.rule("[bold]2/3 align image and text (frozen DINOv2-S + MiniLM)")
+    console.rule("[bold]2/3 align image and text (frozen EfficientNet-Lite0 + MiniLM)")
     with progress_bars() as update:
         models = {}
         for label, method in methods.items():

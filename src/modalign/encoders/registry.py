@@ -10,10 +10,12 @@ from modalign.encoders.base import Encoder
 
 ENCODERS: Registry[Encoder] = Registry("encoder")
 
-#: what ``fit`` uses for a modality when ``--encoders`` does not say
+#: what ``fit`` uses for a modality when ``--encoders`` does not say. Images: EfficientNet-Lite0 is
+#: ~2x faster than DINOv2-S on CPU and its default output agreed more with text on emoji
+#: (mutual-kNN 0.205 vs 0.14-0.18 for DINOv2 layers); dinov2-s stays one ``--encoders`` away.
 DEFAULT_ENCODER_FOR_KIND = {
     "text": "minilm",
-    "image": "dinov2-s",
+    "image": "effnet-lite0",
     "audio": "whisper-base",
     "vector": "vectors",
 }
