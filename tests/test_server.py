@@ -190,3 +190,36 @@ def test_serve_subprocess_text_and_image_queries(emoji: EmojiSearch) -> None:
         assert r.json()["results"][0]["id"] == f"{emoji.rows[0]['id']}:image"  # the same picture comes first
         thumb = httpx.get(url + r.json()["results"][0]["thumbnail"], timeout=30)
         assert thumb.status_code == 200 and thumb.headers["content-type"].startswith("image/")
+
+
+def test_audio_items_are_served_by_content(tmp_path: Path) -> None:
+    """An audio entry is streamed as audio/wav (sniffed from its bytes), whatever its file is called."""
+    import wave
+
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from modalign.search import Index, Segment
+    from modalign.server import create_app
+
+    clip = tmp_path / "clip.bin"  # no telling extension on purpose
+    with wave.open(str(clip), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(8000) / 5) * 8000).astype("<i2").tobytes())
+    index = Index(dim=4)
+    vectors = np.eye(4, dtype=np.float32)[:2]
+    index.apply(Segment(
+        entries=[{"id": "bell:audio", "modality": "audio", "kind": "audio", "key": "a", "text": None,
+                  "path": str(clip)},
+                 {"id": "bell:text", "modality": "text", "kind": "text", "key": "t", "text": "a bell", "path": None}],
+        vectors=vectors, rows=[{"id": "bell", "meta": {}, "items": {"audio": "bell:audio", "text": "bell:text"}}]))
+    client = TestClient(create_app(index))
+    r = client.get("/items/bell:audio")
+    assert r.status_code == 200 and r.headers["content-type"] == "audio/wav" and r.content == clip.read_bytes()
+    assert client.get("/items/bell:audio/thumbnail").status_code == 404
+    hits = client.post("/search", json={"id": "bell:audio", "k": 2, "routing": "raw"}).json()["results"]
+    assert hits[0]["kind"] == "audio" and hits[0]["text"] == "a bell" and hits[0]["thumbnail"] is None
+    r = client.post("/search", json={"text": "bell"})
+    assert r.status_code == 400 and "no model" in r.json()["detail"]
