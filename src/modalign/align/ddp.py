@@ -72,8 +72,12 @@ def _gather(z: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 
 def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: TrainerSettings,
-               rank: int = 0, world: int = 1, frozen: frozenset[str] = frozenset()) -> list[float]:
+               rank: int = 0, world: int = 1, frozen: frozenset[str] = frozenset(),
+               device: str = "cpu") -> list[float]:
     """Fixed-epoch training; with ``world`` > 1 it must run inside an initialised process group."""
+    for h in heads.values():
+        h.to(device)
+    loss.to(device)
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)  # same seed on every rank: same batches everywhere
     fixed = {m for m, h in heads.items() if m in frozen or not any(p.requires_grad for p in h.parameters())}
@@ -85,13 +89,14 @@ def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: T
         from torch.nn.parallel import DistributedDataParallel
 
         # a MoE router may leave experts unused in a step; DDP must then not wait for their gradients
-        module = DistributedDataParallel(module, find_unused_parameters=any(heads[m].name == "moe" for m in trained))
+        module = DistributedDataParallel(module, device_ids=[rank] if device.startswith("cuda") else None,
+                                         find_unused_parameters=any(heads[m].name == "moe" for m in trained))
     params = [p for p in module.parameters() if p.requires_grad]
     loss_params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params + loss_params, lr=settings.lr, weight_decay=settings.weight_decay)
-    feats = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in train.features.items()}
-    present = {m: torch.as_tensor(p, dtype=torch.bool) for m, p in train.present.items()}
-    groups = torch.as_tensor(train.groups, dtype=torch.int64)
+    feats = {m: torch.as_tensor(x, dtype=torch.float32, device=device) for m, x in train.features.items()}
+    present = {m: torch.as_tensor(p, dtype=torch.bool, device=device) for m, p in train.present.items()}
+    groups = torch.as_tensor(train.groups, dtype=torch.int64, device=device)
     with torch.no_grad():
         fixed_z = {m: F.normalize(heads[m].eval()(feats[m]), dim=1) for m in fixed}
     n_mod = np.sum([train.present[m] for m in heads], axis=0)
@@ -107,7 +112,7 @@ def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: T
             rows_np = rows_np[: len(rows_np) // world * world]
             if len(rows_np) < 2:
                 continue
-            rows = torch.as_tensor(rows_np)
+            rows = torch.as_tensor(rows_np, device=device)
             per = len(rows) // world
             local = rows[rank * per : (rank + 1) * per]
             z_local = module({m: feats[m][local] for m in trained})
@@ -149,9 +154,9 @@ def _average_grads(params: list[torch.Tensor], world: int) -> None:
 
 
 def _state(heads: dict[str, Head], loss: Loss) -> dict[str, torch.Tensor]:
-    out = {f"head.{m}.{k}": v.detach().contiguous().clone()
+    out = {f"head.{m}.{k}": v.detach().cpu().contiguous().clone()
            for m, h in heads.items() for k, v in h.state_dict().items()}
-    out.update({f"loss.{k}": v.detach().contiguous().clone() for k, v in loss.state_dict().items()})
+    out.update({f"loss.{k}": v.detach().cpu().contiguous().clone() for k, v in loss.state_dict().items()})
     return out
 
 
@@ -164,7 +169,11 @@ def _worker(rank: int, world: int, port: int, backend: str, heads: dict[str, Hea
     heads, loss = copy.deepcopy(heads), copy.deepcopy(loss)
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
-        history = train_loop(heads, loss, train, settings, rank=rank, world=world, frozen=frozen)
+        device = "cpu"
+        if backend == "nccl":  # one GPU per rank
+            torch.cuda.set_device(rank)
+            device = f"cuda:{rank}"
+        history = train_loop(heads, loss, train, settings, rank=rank, world=world, frozen=frozen, device=device)
         save_file(_state(heads, loss), str(Path(out_dir) / f"rank{rank}.safetensors"))
         if rank == 0:
             (Path(out_dir) / "history.json").write_text(json.dumps(history))
