@@ -38,6 +38,8 @@ def items(n: int) -> list[str]:
 
 if __name__ == "__main__":
     cache_dir, n = sys.argv[1], int(sys.argv[2])
-    res = extract(SlowHashEncoder(), items(n), FeatureCache(cache_dir), shard_size=8)
+    # one line per batch so the test can kill after real progress, whatever the machine's speed
+    res = extract(SlowHashEncoder(), items(n), FeatureCache(cache_dir), shard_size=8,
+                  progress=lambda k: print("progress", k, flush=True))
     np.save(sys.argv[3], res.features["only"]) if len(sys.argv) > 3 else None
     print("done", res.n_encoded)
