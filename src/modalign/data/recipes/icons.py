@@ -95,7 +95,7 @@ class IconsRecipe(DatasetRecipe):
     modalities: tuple[str, ...] = ("image", "text")
     licence = "MDI Apache-2.0 (Pictogrammers Free License), Tabler MIT, Lucide ISC (Feather-derived icons MIT)"
     source = "npm: @mdi/svg, @tabler/icons, lucide-static; pip: cairosvg; apt: libcairo2"
-    approx_size = "~13k concepts, ~14.6k images (7.2k MDI + 5.5k Tabler + 1.9k Lucide), ~30 MB"
+    approx_size = "~11k concepts, ~14.6k images (7.2k MDI + 5.5k Tabler + 1.9k Lucide), ~30 MB"
 
     def __init__(self, sets: Sequence[str] | None = None, workers: int | None = None) -> None:
         unknown = [s for s in sets or () if s not in ICON_SETS]

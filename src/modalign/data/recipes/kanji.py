@@ -69,7 +69,7 @@ class KanjiRecipe(DatasetRecipe):
     modalities: tuple[str, ...] = ("image", "text", *(f"text_{lang}" for lang in LANGUAGES))
     licence = "KanjiVG CC BY-SA 3.0 (Ulrich Apel); KANJIDIC2 CC BY-SA (EDRDG licence)"
     source = "pip: kanjivg, cairosvg; apt: kanjidic-xml, libcairo2"
-    approx_size = "~6.4k kanji, one image each (~20 MB)"
+    approx_size = "~6.4k kanji, one image each (~25 MB)"
 
     def __init__(self, workers: int | None = None) -> None:
         self.workers = workers if workers is not None else default_workers()
