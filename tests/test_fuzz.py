@@ -4,6 +4,8 @@
 - image preprocessing: random and mutated PNG/JPEG bytes -> an array or ``ItemError``
 - audio decoding: random and mutated WAV bytes -> a waveform or ``ItemError``
 - vectors: random .npy bytes and random Python values -> a finite vector or ``ItemError``
+- ``POST /search``: random JSON, bodies, content types, form fields and uploads -> 200 or a 4xx with a JSON
+  ``detail``, never a 5xx
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import io
 import json
 import tempfile
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -189,3 +193,81 @@ def test_vector_random_npy_bytes(data: bytes) -> None:
 @given(_json_value)
 def test_vector_random_values(value: Any) -> None:
     _check_vector(value)
+
+
+# ---------------------------------------------------------------------------------------------- /search
+# The HTTP endpoint over a real (small) emoji index: random JSON bodies, random form fields, random and
+# mutated uploads, odd content types. Whatever comes in, the answer is a 200 with sane results or a 4xx
+# with a JSON ``detail``, never a 5xx (the server's catch-all turns any bug into a 500, which fails here).
+
+_search_key = st.sampled_from(["text", "id", "k", "modalities", "routing", "adaptive", "query_modality"]) | st.text(
+    max_size=6)
+_search_value = st.one_of(
+    _json_value, st.sampled_from(["image", "text", "calibrated", "raw", "route", "cat", "", " ", "\x00", "../x"]),
+    st.integers(-5, 1200), st.floats(0, 2), st.lists(st.sampled_from(["image", "text", "audio", ""]), max_size=3))
+_search_json = st.dictionaries(_search_key, _search_value, max_size=5)
+
+
+@pytest.fixture(scope="module")
+def search_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from fastapi.testclient import TestClient
+
+    from modalign.server import ServerSettings, create_app
+    from test_index import emoji_search
+
+    emoji = emoji_search(tmp_path_factory)
+    app = create_app(emoji.index_dir, ServerSettings(max_upload_bytes=256 * 1024, max_text_chars=200, max_k=50))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        client.ids = [r["id"] + ":image" for r in emoji.rows[:4]]  # real ids, so some "id" searches succeed
+        yield client
+
+
+def _check_response(r: Any, k: Any = None) -> None:
+    assert r.status_code < 500, r.text
+    body = r.json()
+    if r.status_code == 200:
+        results = body["results"]
+        assert isinstance(results, list) and (not isinstance(k, int) or len(results) <= k)
+        for hit in results:
+            assert hit["url"].startswith("/items/") and np.isfinite(hit["score"]) and np.isfinite(hit["cosine"])
+        scores = [h["score"] for h in results]
+        assert scores == sorted(scores, reverse=True)
+    else:
+        assert 400 <= r.status_code < 500 and isinstance(body["detail"], str | list) and body["detail"]
+
+
+@FUZZ
+@given(_search_json, st.booleans())
+def test_search_random_json(search_client: Any, payload: dict[str, Any], real_id: bool) -> None:
+    if real_id and "id" in payload:
+        payload["id"] = search_client.ids[len(str(payload["id"])) % 4]
+    r = search_client.post("/search", content=json.dumps(payload).encode(),
+                           headers={"content-type": "application/json"})
+    _check_response(r, payload.get("k", 10))
+
+
+@FUZZ
+@given(st.binary(max_size=200), st.sampled_from(["application/json", "multipart/form-data; boundary=xyz",
+                                                 "multipart/form-data", "text/plain", "", "application/JSON; x"]))
+def test_search_random_bodies(search_client: Any, body: bytes, ctype: str) -> None:
+    _check_response(search_client.post("/search", content=body, headers={"content-type": ctype}))
+
+
+_form_value = st.one_of(st.text(max_size=12), st.sampled_from(["5", "0", "-1", "1e3", "image", "text", "raw", "nan"]))
+
+
+@FUZZ
+@given(st.sampled_from(range(len(VALID_IMAGES) + 2)), _edits, st.integers(0, 200),
+       st.dictionaries(_search_key, _form_value, max_size=4))
+def test_search_random_uploads(search_client: Any, which: int, edits: list[tuple[int, int]], cut: int,
+                               fields: dict[str, str]) -> None:
+    # a valid or mutated image, a mutated WAV, or random-looking bytes behind an image's magic number
+    if which < len(VALID_IMAGES):
+        data = _mutate(VALID_IMAGES[which], edits, cut)
+    elif which == len(VALID_IMAGES):
+        data = _mutate(VALID_WAV, edits, cut)
+    else:
+        data = b"\x89PNG\r\n\x1a\n" + bytes(v for _, v in edits) * (cut + 1)
+    fields.pop("file", None)
+    r = search_client.post("/search", files={"file": ("upload.bin", data, "application/octet-stream")}, data=fields)
+    _check_response(r, fields.get("k"))

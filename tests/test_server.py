@@ -119,7 +119,8 @@ def test_items_and_thumbnails(client, emoji: EmojiSearch) -> None:
     r = client.get(text_id["url"])
     assert r.status_code == 200 and r.json()["text"] == row["text"] and r.json()["n_rows"] >= 1
     assert client.get(text_id["url"] + "/thumbnail").status_code == 404
-    for bad in ("/items/nope", "/items/..%2F..%2Fetc%2Fpasswd", "/items/%2Fetc%2Fpasswd", "/items/nope/thumbnail"):
+    for bad in ("/items/nope", "/items/..%2F..%2Fetc%2Fpasswd", "/items/%2Fetc%2Fpasswd", "/items/nope/thumbnail",
+                "/items/..%2F..%2Fetc%2Fpasswd/thumbnail", "/items/../../etc/passwd/thumbnail"):
         r = client.get(bad)
         assert r.status_code == 404 and "detail" in r.json(), bad
     schema = client.get("/openapi.json").json()
@@ -178,18 +179,71 @@ def test_bad_requests_get_clear_4xx(client, kwargs: dict, status: int, needle: s
     assert "Traceback" not in r.text
 
 
-def test_serve_subprocess_text_and_image_queries(emoji: EmojiSearch) -> None:
-    with serve(emoji.index_dir) as url:
-        r = httpx.post(url + "/search", json={"text": emoji.rows[0]["text"], "k": 5}, timeout=60)
-        assert r.status_code == 200, r.text
-        assert len(r.json()["results"]) == 5
-        raw = (emoji.manifest.parent / emoji.rows[0]["image"]).read_bytes()
-        r = httpx.post(url + "/search", files={"file": ("q.png", raw, "image/png")},
-                       data={"k": "5", "modalities": "image", "routing": "raw"}, timeout=60)
-        assert r.status_code == 200, r.text
-        assert r.json()["results"][0]["id"] == f"{emoji.rows[0]['id']}:image"  # the same picture comes first
-        thumb = httpx.get(url + r.json()["results"][0]["thumbnail"], timeout=30)
-        assert thumb.status_code == 200 and thumb.headers["content-type"].startswith("image/")
+@pytest.fixture(scope="module")
+def served(emoji: EmojiSearch) -> Iterator[str]:
+    """One real server for the subprocess tests, with a short timeout the stalled-upload test can wait out."""
+    with serve(emoji.index_dir, "--timeout", "5") as url:
+        yield url
+
+
+def test_serve_subprocess_text_and_image_queries(served: str, emoji: EmojiSearch) -> None:
+    url = served
+    r = httpx.post(url + "/search", json={"text": emoji.rows[0]["text"], "k": 5}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert len(r.json()["results"]) == 5
+    raw = (emoji.manifest.parent / emoji.rows[0]["image"]).read_bytes()
+    r = httpx.post(url + "/search", files={"file": ("q.png", raw, "image/png")},
+                   data={"k": "5", "modalities": "image", "routing": "raw"}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["results"][0]["id"] == f"{emoji.rows[0]['id']}:image"  # the same picture comes first
+    thumb = httpx.get(url + r.json()["results"][0]["thumbnail"], timeout=30)
+    assert thumb.status_code == 200 and thumb.headers["content-type"].startswith("image/")
+
+
+def test_stalled_upload_gets_408(served: str) -> None:
+    """A client that announces a body and stops sending is cut off after --timeout, with a JSON 408."""
+    host, port = served.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        start = time.monotonic()
+        sock.sendall(b"POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"text\": ")
+        reply = b""
+        while b"\r\n\r\n" not in reply or not reply.rstrip().endswith(b"}"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        waited = time.monotonic() - start
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert b"did not arrive within 5 s" in reply
+    assert 4 < waited < 25
+    assert httpx.get(served + "/health", timeout=10).status_code == 200  # the server is still fine
+
+
+def test_serve_listens_on_loopback_only(served: str) -> None:
+    """Without --host the server is bound to 127.0.0.1: the kernel's socket table shows no wildcard listener."""
+    port = int(served.rsplit(":", 1)[1])
+    listening = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A = LISTEN
+                listening.append(address)
+    assert listening == ["0100007F"], listening  # 127.0.0.1, little-endian hex; no 0.0.0.0 or :: socket
+
+
+def test_slow_search_gets_503(emoji: EmojiSearch) -> None:
+    """A search over its time budget answers 503 with Retry-After instead of keeping the client waiting."""
+    from fastapi.testclient import TestClient
+
+    from modalign.server import ServerSettings, create_app
+
+    app = create_app(emoji.index_dir, ServerSettings(search_timeout_s=0.001))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/search", json={"text": "a text no earlier test encoded: slow on purpose", "k": 5})
+        assert r.status_code == 503, r.text
+        assert "took longer than 0.001 s" in r.json()["detail"] and r.headers["retry-after"] == "5"
 
 
 def test_audio_items_are_served_by_content(tmp_path: Path) -> None:

@@ -29,6 +29,8 @@ def serve_command(
     max_k: int = typer.Option(1000, "--max-k", min=1, max=10000),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="allow browser calls from this origin "
                                           "(repeatable; CORS is off by default)"),
+    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="seconds a client may take to send a request "
+                                  "body (then 408) and one search may take (then 503)"),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level"),
     torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="intra-op threads per query encode "
                                       "(requests already run in parallel; more threads mostly add contention)"),
@@ -43,7 +45,8 @@ def serve_command(
         raise fail(f"--index {index_dir}: not a modalign index (run `modalign index` first)")
     torch.set_num_threads(torch_threads)
     settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_text_chars=max_text_chars,
-                              max_k=max_k, cors_origins=tuple(cors_origin))
+                              max_k=max_k, cors_origins=tuple(cors_origin), body_timeout_s=timeout,
+                              search_timeout_s=timeout)
     try:
         app = create_app(index_dir, settings)
     except (ModalignError, ValueError) as exc:
@@ -59,4 +62,6 @@ def serve_command(
                 index.model.encoder_for(modality)
     console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {index.backend}) on http://{host}:{port}/",
                   highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"))
+    # idle keep-alive connections are closed after 5 s, so parked clients do not pile up
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
+                timeout_keep_alive=5)

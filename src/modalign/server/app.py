@@ -3,11 +3,13 @@
 Items are served by id from the index's own metadata only, so no request can name a file path.
 Uploads are identified by their bytes (never by name or declared type), bounded in size, and images
 are checked against the decompression-bomb pixel limit before they are decoded. Bad input gets a 4xx
-with a JSON ``detail``; CORS is off unless origins are given.
+with a JSON ``detail``; slow uploads (408) and slow searches (503) are cut off at a timeout; CORS is
+off unless origins are given.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from importlib import resources
@@ -126,7 +128,10 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/json", "multipart/form-data"):
             raise HTTPException(415, "send application/json or multipart/form-data")
-        body = await read_body(request, cfg.max_upload_bytes)
+        try:
+            body = await asyncio.wait_for(read_body(request, cfg.max_upload_bytes), cfg.body_timeout_s)
+        except TimeoutError:
+            raise HTTPException(408, f"the request body did not arrive within {cfg.body_timeout_s:g} s") from None
         data: bytes | None = None
         if ctype == "application/json":
             fields = parse_json(body)
@@ -151,7 +156,11 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
                 raise HTTPException(415, "unsupported file type: upload a PNG, JPEG, GIF, WebP, BMP or TIFF image, "
                                          "or a WAV, OGG, FLAC or MP3 clip")
         try:
-            return await run_in_threadpool(run_search, req, data)
+            # a timed-out search still finishes in its worker thread, but one still queued for a thread is dropped
+            return await asyncio.wait_for(run_in_threadpool(run_search, req, data), cfg.search_timeout_s)
+        except TimeoutError:
+            raise HTTPException(503, f"the search took longer than {cfg.search_timeout_s:g} s (the server is busy); "
+                                     "try again", headers={"Retry-After": "5"}) from None
         except QueryError as exc:
             raise HTTPException(400, str(exc)) from None
         except ItemError as exc:

@@ -17,6 +17,10 @@ class ServerSettings:
     thumbnail_cache: int = 4096
     #: browser origins allowed to call the API from other sites; empty = CORS off
     cors_origins: tuple[str, ...] = ()
+    #: seconds a client may take to send its request body (then 408): a stalled upload holds no slot forever
+    body_timeout_s: float = 30.0
+    #: seconds one search (encode + search) may take before the client gets a 503 instead of waiting on
+    search_timeout_s: float = 30.0
 
 
 class SearchRequest(BaseModel):
