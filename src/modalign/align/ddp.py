@@ -29,7 +29,7 @@ from torch import nn
 
 from modalign.align.heads.base import Head
 from modalign.align.losses.base import Batch, Loss
-from modalign.align.trainer import TrainData, TrainerSettings
+from modalign.align.trainer import TrainData, TrainerSettings, feature_source, take_rows
 
 log = logging.getLogger(__name__)
 
@@ -94,11 +94,12 @@ def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: T
     params = [p for p in module.parameters() if p.requires_grad]
     loss_params = [p for p in loss.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params + loss_params, lr=settings.lr, weight_decay=settings.weight_decay)
-    feats = {m: torch.as_tensor(x, dtype=torch.float32, device=device) for m, x in train.features.items()}
+    # arrays go to the device once; memory maps / CachedMatrix are read batch by batch
+    feats = {m: feature_source(x, device) for m, x in train.features.items()}
     present = {m: torch.as_tensor(p, dtype=torch.bool, device=device) for m, p in train.present.items()}
     groups = torch.as_tensor(train.groups, dtype=torch.int64, device=device)
-    with torch.no_grad():
-        fixed_z = {m: F.normalize(heads[m].eval()(feats[m]), dim=1) for m in fixed}
+    for m in fixed:
+        heads[m].eval()
     n_mod = np.sum([train.present[m] for m in heads], axis=0)
     usable = np.flatnonzero((n_mod >= 2) & np.any([train.present[m] for m in trained], axis=0))
     history: list[float] = []
@@ -114,10 +115,12 @@ def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: T
                 continue
             rows = torch.as_tensor(rows_np, device=device)
             per = len(rows) // world
-            local = rows[rank * per : (rank + 1) * per]
-            z_local = module({m: feats[m][local] for m in trained})
-            z = {m: fixed_z[m][rows] if m in fixed else _gather(z_local[m], rank, world) for m in heads}
-            batch = Batch(z=z, x={m: feats[m][rows] for m in heads}, present={m: present[m][rows] for m in heads},
+            x = {m: take_rows(feats[m], rows_np, device) for m in heads}
+            z_local = module({m: x[m][rank * per : (rank + 1) * per] for m in trained})
+            with torch.no_grad():
+                z_fixed = {m: F.normalize(heads[m](x[m]), dim=1) for m in fixed}
+            z = {m: z_fixed[m] if m in fixed else _gather(z_local[m], rank, world) for m in heads}
+            batch = Batch(z=z, x=x, present={m: present[m][rows] for m in heads},
                           groups=groups[rows], step=step, frozen=frozenset(fixed))
             total = loss.batch_loss(batch)
             if total is None:

@@ -7,6 +7,7 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,6 +45,11 @@ class TrainerSettings:
     weight_decay: float = 0.01
     patience: int = 10
     seed: int = 0
+    #: GradCache: embed a batch in this many chunks without a graph, score the loss on the whole batch,
+    #: then backpropagate chunk by chunk (same gradients; the heads' activations of one chunk at a time)
+    grad_chunks: int = 1
+    #: > 1: torch DDP processes (``align.ddp``; gloo on CPU, NCCL on GPUs), fixed epochs, no early stop
+    workers: int = 1
 
 
 @dataclass
@@ -61,8 +67,9 @@ def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[
             rows = data.present[a] & data.present[b]
             if rows.sum() < 2:
                 continue
-            za = F.normalize(heads[a](torch.as_tensor(data.features[a][rows])), dim=1).numpy()
-            zb = F.normalize(heads[b](torch.as_tensor(data.features[b][rows])), dim=1).numpy()
+            idx = np.flatnonzero(rows)
+            za = F.normalize(heads[a](take_rows(data.features[a], idx)), dim=1).numpy()
+            zb = F.normalize(heads[b](take_rows(data.features[b], idx)), dim=1).numpy()
             g = data.groups[rows]
             rel = g[:, None] == g[None, :]
             sim = za @ zb.T
@@ -71,8 +78,85 @@ def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def feature_source(x: Any, device: str | torch.device = "cpu") -> Any:
+    """In-memory arrays become one tensor (no copy); memory maps and ``CachedMatrix`` stay on disk."""
+    if isinstance(x, torch.Tensor):
+        return x.to(device)
+    if isinstance(x, np.ndarray) and not isinstance(x, np.memmap):
+        return torch.as_tensor(x, dtype=torch.float32, device=device)
+    return x
+
+
+def take_rows(source: Any, rows: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Rows of a feature source as a float32 tensor; streamed sources read only these rows."""
+    if isinstance(source, torch.Tensor):
+        return source[torch.as_tensor(rows, device=source.device)]
+    if isinstance(source, np.ndarray) and not isinstance(source, np.memmap):
+        return torch.as_tensor(source[rows], dtype=torch.float32, device=device)
+    arr = np.ascontiguousarray(source.take(rows, axis=0), dtype=np.float32)
+    return torch.from_numpy(np.asarray(arr)).to(device)
+
+
 def _snapshot(heads: dict[str, Head], loss: Loss) -> tuple[dict[str, dict], dict]:
     return copy.deepcopy({m: h.state_dict() for m, h in heads.items()}), copy.deepcopy(loss.state_dict())
+
+
+def backward_batch(heads: dict[str, Head], loss: Loss, sources: dict[str, Any], present: dict[str, np.ndarray],
+                   groups: np.ndarray, rows: np.ndarray, trained: list[str], step: int = 0, chunks: int = 1,
+                   fixed: frozenset[str] = frozenset()) -> float | None:
+    """Loss of the batch ``rows`` + its gradients accumulated into the trained heads and the loss.
+
+    ``chunks`` > 1 is GradCache (Gao et al. 2021): embed the batch chunk by chunk without a graph,
+    score the loss on the whole batch (all in-batch negatives), keep dL/dz, then re-embed each chunk
+    with a graph and backpropagate ``<z_chunk, dL/dz_chunk>``. The gradients equal the one-pass ones
+    (dropout replays the same RNG state); MoE load balancing is averaged over the chunks' routers.
+    Returns None when the batch holds nothing the loss can score.
+    """
+    x = {m: take_rows(sources[m], rows) for m in heads}
+    with torch.no_grad():
+        z = {m: F.normalize(heads[m](x[m]), dim=1) for m in heads if m not in trained}
+    chunks = max(1, min(int(chunks), len(rows)))
+    spans = [s for s in np.array_split(np.arange(len(rows)), chunks) if len(s)] if chunks > 1 else []
+    states = []
+    if spans:
+        with torch.no_grad():
+            parts: dict[str, list[torch.Tensor]] = {m: [] for m in trained}
+            for span in spans:
+                states.append(torch.get_rng_state())
+                for m in trained:
+                    parts[m].append(F.normalize(heads[m](x[m][span]), dim=1))
+        z.update({m: torch.cat(parts[m]).requires_grad_() for m in trained})
+    else:
+        z.update({m: F.normalize(heads[m](x[m]), dim=1) for m in trained})
+    batch = Batch(z={m: z[m] for m in heads}, x=x, present={m: torch.as_tensor(present[m][rows]) for m in heads},
+                  groups=torch.as_tensor(groups[rows]), step=step, frozen=frozenset(fixed))
+    total = loss.batch_loss(batch)
+    if total is None:
+        return None
+    if not spans:
+        for m in trained:
+            aux = heads[m].auxiliary_loss()
+            if aux is not None:
+                total = total + aux
+        total.backward()
+        return float(total.detach())
+    total.backward()  # gradients of the loss's own parameters, and dL/dz of the cached embeddings
+    value = float(total.detach())
+    for span, state in zip(spans, states, strict=True):
+        torch.set_rng_state(state)
+        surrogate = torch.zeros(())
+        for m in trained:
+            grad = z[m].grad
+            zc = F.normalize(heads[m](x[m][span]), dim=1)
+            if grad is not None:
+                surrogate = surrogate + (zc * grad[span]).sum()
+            aux = heads[m].auxiliary_loss()
+            if aux is not None:
+                surrogate = surrogate + aux / len(spans)
+                value += float(aux.detach()) / len(spans)
+        if surrogate.requires_grad:
+            surrogate.backward()
+    return value
 
 
 def train_heads(
@@ -89,8 +173,10 @@ def train_heads(
     with the best validation R@1 (``val_pairs``, default every pair), stop after ``patience`` stale ones.
 
     Heads in ``frozen`` (an existing space, progressive addition) and heads without parameters
-    (locked) are not trained: their embeddings are computed once. Heads must already have their
-    input statistics fitted. Each head's ``auxiliary_loss()`` (MoE load balancing) is added.
+    (locked) are not trained. Heads must already have their input statistics fitted. Each head's
+    ``auxiliary_loss()`` (MoE load balancing) is added. Features may be arrays, memory maps or
+    ``CachedMatrix`` (streamed from the feature cache: only each batch's rows are read).
+    ``settings.workers`` > 1 trains on that many DDP processes for ``settings.epochs`` (no early stop).
     """
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
@@ -100,20 +186,20 @@ def train_heads(
     params += [p for p in loss.parameters() if p.requires_grad]
     if not trained or not params:
         raise ValueError("nothing to train: every head is locked or frozen")
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    feats = {m: torch.as_tensor(x, dtype=torch.float32) for m, x in train.features.items()}
-    present = {m: torch.as_tensor(p, dtype=torch.bool) for m, p in train.present.items()}
-    groups = torch.as_tensor(train.groups, dtype=torch.int64)
-    with torch.no_grad():
-        for m in fixed:
-            heads[m].eval()
-        fixed_z = {m: F.normalize(heads[m](feats[m]), dim=1) for m in fixed}
     # a row is useful when it pairs a trained modality with any other one
     n_mod = np.sum([train.present[m] for m in heads], axis=0)
     has_trained = np.any([train.present[m] for m in trained], axis=0)
     usable = np.flatnonzero((n_mod >= 2) & has_trained)
     if len(usable) < 2:
         raise ValueError("fewer than 2 rows pair a trained modality with another one: nothing to align")
+    if settings.workers > 1:
+        return _train_distributed(heads, loss, train, val, settings, progress, frozenset(fixed), val_pairs)
+    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    sources = {m: feature_source(x) for m, x in train.features.items()}
+    present = {m: np.asarray(p, dtype=bool) for m, p in train.present.items()}
+    groups = np.asarray(train.groups, dtype=np.int64)
+    for m in fixed:
+        heads[m].eval()
 
     best_state = _snapshot(heads, loss)
     best = (-float("inf"), -1)
@@ -125,23 +211,16 @@ def train_heads(
         order = rng.permutation(usable)
         losses = []
         for start in range(0, len(order), settings.batch_size):
-            rows = torch.as_tensor(order[start : start + settings.batch_size])
+            rows = order[start : start + settings.batch_size]
             if len(rows) < 2:
                 continue
-            z = {m: fixed_z[m][rows] if m in fixed else F.normalize(heads[m](feats[m][rows]), dim=1) for m in heads}
-            batch = Batch(z=z, x={m: feats[m][rows] for m in heads}, present={m: present[m][rows] for m in heads},
-                          groups=groups[rows], step=step, frozen=frozenset(fixed))
-            total = loss.batch_loss(batch)
-            if total is None:
-                continue
-            for m in trained:
-                aux = heads[m].auxiliary_loss()
-                if aux is not None:
-                    total = total + aux
             opt.zero_grad(set_to_none=True)
-            total.backward()
+            value = backward_batch(heads, loss, sources, present, groups, rows, trained, step,
+                                   settings.grad_chunks, frozenset(fixed))
+            if value is None:
+                continue
             opt.step()
-            losses.append(float(total.detach()))
+            losses.append(value)
             step += 1
         for h in heads.values():
             h.eval()
@@ -168,6 +247,30 @@ def train_heads(
     if progress is not None:
         progress("train", settings.epochs, settings.epochs)
     return TrainResult(best_epoch=best[1], best_val=best[0], history=history)
+
+
+def _train_distributed(heads: dict[str, Head], loss: Loss, train: TrainData, val: TrainData | None,
+                       settings: TrainerSettings, progress: Progress | None, fixed: frozenset[str],
+                       val_pairs: list[tuple[str, str]] | None) -> TrainResult:
+    """``settings.workers`` DDP processes for a fixed number of epochs, then one validation score."""
+    from modalign.align.ddp import train_ddp
+
+    if settings.grad_chunks > 1:
+        raise ValueError("grad_chunks > 1 and workers > 1 do not combine: DDP already splits each batch over "
+                         "the workers; use one of them")
+    if progress is not None:
+        progress("train", 0, settings.epochs)
+    res = train_ddp(heads, loss, train, settings, workers=settings.workers, frozen=fixed)
+    val_score = validation_score(heads, val, val_pairs or val.pairs()) if val is not None and len(val) \
+        else float("nan")
+    history = [{"epoch": i, "loss": value, "val_R@1": float("nan")} for i, value in enumerate(res.history)]
+    if history:
+        history[-1]["val_R@1"] = val_score
+    if progress is not None:
+        progress("train", settings.epochs, settings.epochs)
+    last = len(history) - 1
+    return TrainResult(best_epoch=last, best_val=val_score if not np.isnan(val_score) else -history[-1]["loss"],
+                       history=history)
 
 
 def train_pairwise(

@@ -62,6 +62,10 @@ def fit_command(
     backend: str = typer.Option("local", "--backend", help="feature extraction: local | ray (Ray Data)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="with --backend ray: cluster (e.g. auto)"),
     ray_workers: int = typer.Option(2, "--ray-workers", help="with --backend ray: encoder actors"),
+    workers: int = typer.Option(1, "--workers", help="train on N DDP processes (gloo on CPU, NCCL on GPUs); "
+                                "fixed --epochs, no early stopping"),
+    grad_chunks: int = typer.Option(1, "--grad-chunks", help="GradCache: embed each batch in N chunks "
+                                    "(large contrastive batches in less memory, ~1 extra forward)"),
 ) -> None:
     """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
     from modalign.align import TrainerSettings, fit, load
@@ -79,9 +83,13 @@ def fit_command(
     if intra:
         options["intra"] = intra
     if anchor:
+        if mods and anchor not in mods:
+            raise fail(f"--anchor {anchor!r} is not one of --modalities {mods}")
         options["anchor"] = anchor
     settings = TrainerSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                               patience=patience, seed=seed)
+                               patience=patience, seed=seed, grad_chunks=grad_chunks, workers=workers)
+    if workers < 1 or grad_chunks < 1:
+        raise fail("--workers and --grad-chunks must be at least 1")
     ds = load_dataset(data, on_error, allow_outside_root)
     base_model = None
     if base is not None:

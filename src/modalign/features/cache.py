@@ -100,6 +100,8 @@ class EncoderStore:
         self._lookup: dict[bytes, tuple[str, int]] = {}
         self._shards: dict[str, dict[str, Any]] = {}
         self._loaded: dict[str, dict[str, np.ndarray]] = {}
+        self._maps: dict[tuple[str, str], np.ndarray] = {}  # (shard, layer) -> read-only memory map
+        self._verified: set[str] = set()  # shards whose checksum was checked by this process
         self.refresh()
 
     # ---------------------------------------------------------------- index
@@ -162,12 +164,38 @@ class EncoderStore:
             with contextlib.suppress(FileNotFoundError):
                 (self.folder / name).unlink()
         self._loaded.pop(name, None)
+        self._maps = {k: v for k, v in self._maps.items() if k[0] != name}
+        self._verified.discard(name)
         self._shards.pop(name, None)
         self._lookup = {k: v for k, v in self._lookup.items() if v[0] != name}
 
     # ---------------------------------------------------------------- read
     def contains(self, key: bytes) -> bool:
         return key in self._lookup
+
+    def locate(self, key: bytes) -> tuple[str, int] | None:
+        """(shard file, row) holding ``key``, or None when it is not cached."""
+        return self._lookup.get(key)
+
+    def mapped(self, name: str, layer: str) -> np.ndarray | None:
+        """One layer of a shard as a read-only memory map (nothing read until rows are indexed);
+        None if the shard is missing or corrupt (it is dropped). The checksum is verified once."""
+        if (name, layer) in self._maps:
+            return self._maps[(name, layer)]
+        from modalign.features.reader import map_tensor
+
+        path = self.folder / name
+        if name not in self._shards or not path.exists():
+            self._drop_shard(name, "missing")
+            return None
+        if name not in self._verified:
+            if _sha256(path) != self._shards[name]["sha256"]:  # streamed in 1 MiB chunks: bounded memory
+                self._drop_shard(name, "corrupt (checksum mismatch)")
+                return None
+            self._verified.add(name)
+        arr = map_tensor(path, f"layer.{layer}")
+        self._maps[(name, layer)] = arr
+        return arr
 
     def _load_shard(self, name: str) -> dict[str, np.ndarray] | None:
         if name in self._loaded:

@@ -1,0 +1,131 @@
+"""Read cached features without loading them: memory-mapped shards behind a lazy (n_rows, d) matrix.
+
+Training streams mini-batches from a ``CachedMatrix``: only the rows of the batch are read (through
+the page cache), so a feature matrix larger than RAM trains as fast as the disk serves its rows.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalign.encoders.base import Encoder
+from modalign.features.cache import FeatureCache
+from modalign.features.keys import item_key
+
+
+def map_tensor(path: str | Path, name: str) -> np.memmap:
+    """One float32 tensor of a safetensors file as a read-only memory map (header parsed, data not read)."""
+    with open(path, "rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(size))
+    spec = header.get(name)
+    if spec is None or spec.get("dtype") != "F32":
+        raise ValueError(f"{path}: no float32 tensor {name!r}")
+    begin, end = spec["data_offsets"]
+    shape = tuple(int(s) for s in spec["shape"])
+    if end - begin != 4 * int(np.prod(shape)):
+        raise ValueError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {shape}")
+    return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=shape)
+
+
+class CachedMatrix:
+    """(n_rows, dim) float32 whose rows live in memory-mapped shards; rows without features read as zeros.
+
+    Indexing with a slice, an index array or a boolean mask gives another lazy matrix (nothing is
+    read); ``take(rows)`` reads those rows into a fresh array; ``np.asarray`` reads every row.
+    """
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __init__(self, parts: Sequence[np.ndarray], part: np.ndarray, row: np.ndarray, dim: int) -> None:
+        self._parts = list(parts)
+        self._part = np.asarray(part, np.int32)  # which part holds each row; -1 = no features
+        self._row = np.asarray(row, np.int64)  # the row inside that part
+        self.dim = int(dim)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self._part), self.dim)
+
+    def __len__(self) -> int:
+        return len(self._part)
+
+    @property
+    def parts(self) -> list[np.ndarray]:
+        return self._parts
+
+    def __getitem__(self, idx: Any) -> Any:
+        if isinstance(idx, (int, np.integer)):
+            return self.take(np.array([idx]))[0]
+        return CachedMatrix(self._parts, self._part[idx], self._row[idx], self.dim)
+
+    def take(self, rows: Any, axis: int = 0) -> np.ndarray:
+        """Rows ``rows`` (indices or a boolean mask) as an in-memory (len(rows), dim) array."""
+        if axis != 0:
+            raise ValueError("CachedMatrix.take reads rows (axis=0) only")
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        part, src = self._part[rows], self._row[rows]
+        out = np.zeros((len(rows), self.dim), np.float32)
+        for k in np.unique(part):
+            if k < 0:
+                continue
+            sel = np.flatnonzero(part == k)
+            out[sel] = self._parts[k][src[sel]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        arr = self.take(np.arange(len(self)))
+        return arr if dtype is None else arr.astype(dtype)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickled as file/offset/shape (DDP workers re-map the shards) instead of numpy copying the data
+        specs = [(str(p.filename), int(p.offset), tuple(p.shape)) if isinstance(p, np.memmap)
+                 else np.asarray(p) for p in self._parts]
+        return (_rebuild, (specs, self._part, self._row, self.dim))
+
+
+def _rebuild(specs: list[Any], part: np.ndarray, row: np.ndarray, dim: int) -> CachedMatrix:
+    parts = [np.memmap(s[0], dtype="<f4", mode="r", offset=s[1], shape=s[2]) if isinstance(s, tuple) else s
+             for s in specs]
+    return CachedMatrix(parts, part, row, dim)
+
+
+def open_matrix(cache: FeatureCache, encoder: Encoder, items: Sequence[Any], layer: str) -> tuple[CachedMatrix,
+                                                                                                    np.ndarray]:
+    """``layer`` features of ``items`` straight from the cache's shards, plus the mask of rows found.
+
+    Items that are None or not cached (run ``extract`` first) get zero rows and False in the mask.
+    """
+    store = cache.store(encoder.cache_id, encoder.layer_dims)
+    names: dict[str, int] = {}
+    part = np.full(len(items), -1, np.int32)
+    row = np.zeros(len(items), np.int64)
+    for i, item in enumerate(items):
+        if item is None:
+            continue
+        try:
+            key = item_key(item)
+        except (TypeError, OSError):
+            continue
+        where = store.locate(key)
+        if where is None:
+            continue
+        part[i] = names.setdefault(where[0], len(names))
+        row[i] = where[1]
+    parts = []
+    for name in names:
+        arr = store.mapped(name, layer)
+        if arr is None:
+            raise RuntimeError(f"feature cache shard {store.folder / name} is corrupt and was dropped; "
+                               "run the extraction again")
+        parts.append(arr)
+    return CachedMatrix(parts, part, row, encoder.layer_dims[layer]), part >= 0
