@@ -10,14 +10,14 @@ from modalign.cli._common import load_dataset, parse_list
 from modalign.cli._ui import console, fail, progress_bars, report_skipped, write_errors
 from modalign.errors import ModalignError
 
-ANN_CHOICES = ("exact", "hnsw", "ivf")
+ANN_CHOICES = ("exact", "hnsw", "ivf", "ivfpq")
 
 
 def index_command(
     out: Path = typer.Option(..., "--out", help="index directory (created, or updated incrementally)"),
     model_dir: Path | None = typer.Option(None, "--model", help="model directory from `modalign fit`"),
     data: Path | None = typer.Option(None, "--data", help="manifest whose rows to add", dir_okay=False),
-    ann: str | None = typer.Option(None, "--ann", help="hnsw | ivf: approximate search with faiss "
+    ann: str | None = typer.Option(None, "--ann", help="hnsw | ivf | ivfpq (≥ 1M items): approximate search with faiss "
                                    "(new index only; default exact)"),
     modalities: str = typer.Option("", "--modalities", help="only these modalities (default: all of the model's)"),
     delete: list[str] = typer.Option([], "--delete", help="row or item id(s) to delete (repeat or comma-separate)"),

@@ -1,6 +1,6 @@
 """Search backends, one file each; importing this package registers all of them."""
 
-from modalign.search.backends import exact, hnsw, ivf  # noqa: F401
+from modalign.search.backends import exact, hnsw, ivf, ivfpq  # noqa: F401
 from modalign.search.backends.base import SearchBackend
 from modalign.search.backends.registry import BACKENDS
 
