@@ -2,7 +2,9 @@
 
 Items are de-duplicated by content before ranking (four rows sharing the text "fox" give one
 text query whose four images are all relevant); an item is relevant to a query when the two
-occur together in at least one row.
+occur together in at least one row. A pair of modalities that no row holds together (images from
+one source, speech from another, as after progressive addition) is matched by ``group`` instead:
+an item is relevant when it shares the query's concept.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ class EvalResult:
     embeddings: dict[str, ModalityEmbeddings]
     gaps: dict[str, float]
     errors: list[tuple[str, str, str]] = field(default_factory=list)  # (row id, modality, reason)
+    #: modality pairs ("a|b") that no row holds together, so positives were matched by group
+    by_group: list[str] = field(default_factory=list)
     ks: tuple[int, ...] = DEFAULT_KS
 
     def to_json(self) -> dict[str, Any]:
@@ -61,6 +65,8 @@ class EvalResult:
         }
         if len(self.gaps) > 1:
             out["modality_gaps"] = dict(self.gaps)
+        if self.by_group:
+            out["matched_by_group"] = list(self.by_group)
         out["skipped"] = len(self.errors)
         return out
 
@@ -124,17 +130,24 @@ def evaluate_detailed(
     directions: dict[str, DirectionResult] = {}
     gaps: dict[str, float] = {}
     covered = np.zeros(len(dataset), dtype=bool)
+    by_group: list[str] = []
+    groups = np.asarray(dataset.groups, dtype=object)
     for a, b in itertools.combinations(mods, 2):
         ra, rb = embs[a].row_to_item, embs[b].row_to_item
         rows = np.flatnonzero((ra >= 0) & (rb >= 0))
-        if len(rows) == 0:
-            continue
+        if len(rows):
+            qa, gb = np.unique(ra[rows]), np.unique(rb[rows])
+            pos_a = {item: i for i, item in enumerate(qa)}
+            pos_b = {item: i for i, item in enumerate(gb)}
+            rel = np.zeros((len(qa), len(gb)), dtype=bool)
+            rel[[pos_a[i] for i in ra[rows]], [pos_b[i] for i in rb[rows]]] = True
+        else:
+            matched = _group_relevance(ra, rb, groups)
+            if matched is None:
+                continue
+            rows, qa, gb, rel = matched
+            by_group.append(f"{a}|{b}")
         covered[rows] = True
-        qa, gb = np.unique(ra[rows]), np.unique(rb[rows])
-        pos_a = {item: i for i, item in enumerate(qa)}
-        pos_b = {item: i for i, item in enumerate(gb)}
-        rel = np.zeros((len(qa), len(gb)), dtype=bool)
-        rel[[pos_a[i] for i in ra[rows]], [pos_b[i] for i in rb[rows]]] = True
         za, zb = embs[a].embeddings[qa], embs[b].embeddings[gb]
         sim = za @ zb.T
         for q, t, s, r, qi, gi in ((a, b, sim, rel, qa, gb), (b, a, sim.T, rel.T, gb, qa)):
@@ -142,7 +155,30 @@ def evaluate_detailed(
             directions[f"{q}->{t}"] = DirectionResult(q, t, metrics_from_ranks(ranks, ks), ranks, qi, gi, s, r)
         gaps[f"{a}|{b}"] = modality_gap(za, zb)
     return EvalResult(n=int(covered.sum()), directions=directions, embeddings=embs, gaps=gaps, errors=errors,
-                      ks=tuple(ks))
+                      ks=tuple(ks), by_group=by_group)
+
+
+def _group_relevance(
+    ra: np.ndarray, rb: np.ndarray, groups: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Rows, query items, gallery items and relevance of two modalities held by different rows.
+
+    Only concepts that both modalities show count (a query without any positive is no test); an
+    item seen under several groups is relevant to every one of them.
+    """
+    shared = set(groups[ra >= 0]) & set(groups[rb >= 0])
+    if not shared:
+        return None
+    in_shared = np.isin(groups, list(shared))
+    rows_a, rows_b = np.flatnonzero((ra >= 0) & in_shared), np.flatnonzero((rb >= 0) & in_shared)
+    qa, gb = np.unique(ra[rows_a]), np.unique(rb[rows_b])
+    gid = {g: i for i, g in enumerate(sorted(shared, key=str))}
+    item_groups_a = np.zeros((len(qa), len(gid)), dtype=bool)
+    item_groups_b = np.zeros((len(gb), len(gid)), dtype=bool)
+    item_groups_a[np.searchsorted(qa, ra[rows_a]), [gid[g] for g in groups[rows_a]]] = True
+    item_groups_b[np.searchsorted(gb, rb[rows_b]), [gid[g] for g in groups[rows_b]]] = True
+    rel = (item_groups_a.astype(np.int32) @ item_groups_b.T.astype(np.int32)) > 0
+    return np.union1d(rows_a, rows_b), qa, gb, rel
 
 
 def evaluate(model: AlignedModel, dataset: PairedDataset, cache: FeatureCache | None = None,
