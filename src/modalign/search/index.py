@@ -318,13 +318,22 @@ class Index:
             raise QueryError(f"k must be between 1 and {MAX_K}, got {k}")
         if adaptive is not None and not adaptive >= 0:
             raise QueryError(f"adaptive δ must be ≥ 0, got {adaptive}")
-        q = np.array(queries, dtype=np.float32, ndmin=2)  # a copy: normalised in place
+        q = np.asarray(queries, dtype=np.float32)  # normalised out of place: the caller's array stays as it was
+        if q.ndim == 1:
+            q = q[None]
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise QueryError(f"queries must have {self.dim} dimensions, got shape {np.shape(queries)}")
-        sq_norms = np.einsum("ij,ij->i", q, q)
-        if not sq_norms.all():
-            raise QueryError("a query embedding is all zeros")
-        q /= np.sqrt(sq_norms)[:, None]
+        if len(q) == 1:  # the serving case: scalar checks, and no copy for an already unit query
+            norm = float(np.sqrt(np.dot(q[0], q[0])))
+            if not norm:
+                raise QueryError("a query embedding is all zeros")
+            if abs(norm - 1.0) > 1e-6:
+                q = q * np.float32(1.0 / norm)
+        else:
+            sq_norms = np.einsum("ij,ij->i", q, q)
+            if not sq_norms.all():
+                raise QueryError("a query embedding is all zeros")
+            q = q / np.sqrt(sq_norms)[:, None]
         try:
             targets = pick_targets(routing, self.modalities, query_modality, target_modalities)
         except ValueError as exc:

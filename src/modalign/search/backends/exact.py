@@ -1,8 +1,14 @@
-"""Exact search: one BLAS matrix product and a partial sort (the default; exact up to ~1M vectors)."""
+"""Exact search: one matrix product and a top-k per chunk of queries (the default; exact up to ~1M vectors).
+
+torch, not numpy: ``torch.topk`` is several times faster than ``np.argpartition`` over wide score rows,
+and torch's matrix-vector product does not stall the way OpenBLAS's threaded gemv does on a busy machine
+(measured in ``benchmarks/search.py``: single queries 10x faster at 10k vectors).
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from modalign.search.backends.base import SearchBackend, as_queries
 from modalign.search.backends.registry import BACKENDS
@@ -23,7 +29,8 @@ class ExactBackend(SearchBackend):
     def add(self, vectors: np.ndarray, ids: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if len(self._ids) == 0:
-            self._vectors, self._ids = vectors, np.asarray(ids, np.int64).copy()
+            self._vectors = vectors if vectors.flags.writeable else vectors.copy()
+            self._ids = np.asarray(ids, np.int64).copy()
             return
         self._vectors = np.concatenate([self._vectors, vectors])
         self._ids = np.concatenate([self._ids, np.asarray(ids, np.int64)])
@@ -47,14 +54,13 @@ class ExactBackend(SearchBackend):
         scores_out = np.empty((len(q), k), np.float32)
         ids_out = np.empty((len(q), k), np.int64)
         step = max(1, CHUNK_FLOATS // max(n, 1))
-        for start in range(0, len(q), step):
-            scores = q[start : start + step] @ self._vectors.T
-            if k < n:
-                part = np.argpartition(scores, n - k, axis=1)[:, n - k :]
-                top = np.take_along_axis(scores, part, axis=1)
-            else:
-                part, top = np.broadcast_to(np.arange(n), scores.shape), scores
-            order = np.argsort(-top, axis=1, kind="stable")
-            scores_out[start : start + step] = np.take_along_axis(top, order, axis=1)
-            ids_out[start : start + step] = self._ids[np.take_along_axis(part, order, axis=1)]
+        if not q.flags.writeable:  # torch.from_numpy warns on read-only arrays
+            q = q.copy()
+        corpus = torch.from_numpy(self._vectors)  # shares memory: no copy
+        with torch.inference_mode():
+            for start in range(0, len(q), step):
+                scores = torch.from_numpy(q[start : start + step]) @ corpus.T
+                top, part = torch.topk(scores, k, dim=1, largest=True, sorted=True)
+                scores_out[start : start + step] = top.numpy()
+                ids_out[start : start + step] = self._ids[part.numpy()]
         return scores_out, ids_out
