@@ -35,9 +35,10 @@ test: install system-deps
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
-# throughput: extraction overhead vs raw encoders, head fit on 5k pairs, DDP 2 vs 1, demo peak RSS (docs/scaling.md)
+# throughput: extraction overhead vs raw encoders, head fit on 5k pairs, DDP 2 vs 1, demo peak RSS; IVF-PQ at 1M (docs/scaling.md)
 bench: install system-deps
 	$(PY) benchmarks/throughput.py --json benchmarks/throughput-results.json
+	$(PY) benchmarks/ivfpq.py --json benchmarks/ivfpq-results.json
 
 # search: exact vs faiss HNSW/IVF at 10k/100k/1M vectors, API latency and a 2,000-request load test (docs/search.md)
 bench-search: install system-deps
