@@ -40,6 +40,10 @@ bench: install system-deps
 	$(PY) benchmarks/throughput.py --json benchmarks/throughput-results.json
 	$(PY) benchmarks/ivfpq.py --json benchmarks/ivfpq-results.json
 
+# alignment: held-out R@1 learning curves of 9 methods on emoji + icons, 3 seeds (docs/alignment.md)
+bench-align: install system-deps
+	$(PY) benchmarks/alignment.py --json benchmarks/alignment-results.json --markdown benchmarks/alignment-results.md --plot docs/img/alignment-curves.png
+
 # search: exact vs faiss HNSW/IVF at 10k/100k/1M vectors, API latency and a 2,000-request load test (docs/search.md)
 bench-search: install system-deps
 	$(PY) benchmarks/search.py --json benchmarks/search-results.json

@@ -12,6 +12,8 @@ or ridge regression.
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,9 +32,9 @@ def _standardized(head: Head, x: np.ndarray) -> np.ndarray:
 
 def pca_basis(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k principal directions (D, k) of centered ``x`` and the std of each component."""
-    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    s, vt = _memo("sv", x)
     std = s[:k] / np.sqrt(max(len(x) - 1, 1))
-    return vt[:k].T, np.maximum(std, 1e-8)
+    return vt[:k].T.copy(), np.maximum(std, 1e-8)
 
 
 def _set_linear(head: LinearHead, matrix: np.ndarray) -> LinearHead:
@@ -52,6 +54,43 @@ def _shrunk(c: np.ndarray, reg: float) -> np.ndarray:
     """(1 − reg)·C + reg·(tr C / d)·I: scale-free shrinkage towards a multiple of the identity."""
     d = len(c)
     return (1 - reg) * c + reg * (np.trace(c) / d) * np.eye(d)
+
+
+_MEMO: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
+
+
+def _memo(op: str, m: np.ndarray, other: np.ndarray | None = None, reg: float = 0.0) -> tuple[np.ndarray, ...]:
+    """eigh, thin SVD ("svd"; "sv" without U), scaled cross-product mᵀ·other/n ("gram") or shrunk inverse
+    square root ("isqrt") of a matrix, remembered for the last few: the validation grid refits on the same
+    rows, so each costs once per fit, not once per grid point. Do not modify the results."""
+    h = hashlib.blake2b(np.ascontiguousarray(m).tobytes(), digest_size=16)
+    if other is not None:
+        h.update(np.ascontiguousarray(other).tobytes())
+    key = op.encode() + h.digest() + repr((m.shape, None if other is None else other.shape, reg)).encode()
+    hit = _MEMO.get(key)
+    if hit is None:
+        if op == "eigh":
+            hit = tuple(np.linalg.eigh(m))
+        elif op == "svd":
+            hit = tuple(np.linalg.svd(m, full_matrices=False))
+        elif op == "gram":
+            hit = (m.T @ (m if other is None else other) / len(m),)
+        elif op == "isqrt":
+            # shrinkage towards a multiple of I keeps m's eigenvectors: one eigh serves every reg
+            w, v = _memo("eigh", m)
+            w = (1 - reg) * w + reg * w.mean()  # tr C / d = mean eigenvalue
+            hit = ((v / np.sqrt(np.maximum(w, 1e-10 * max(w.max(), 1e-30)))) @ v.T,)
+        else:  # "sv": singular values and right vectors only (PCA of many rows: U would be n × D)
+            hit = tuple(np.linalg.svd(m, full_matrices=False)[1:])
+        _MEMO[key] = hit
+        while len(_MEMO) > 16:
+            _MEMO.popitem(last=False)
+    return hit
+
+
+def _shrunk_inv_sqrt(c: np.ndarray, reg: float) -> np.ndarray:
+    """_shrunk(c, reg)^{-1/2} (from one memoised eigendecomposition of c)."""
+    return _memo("isqrt", c, reg=reg)[0]
 
 
 def _inv_sqrt(c: np.ndarray) -> np.ndarray:
@@ -81,9 +120,8 @@ def cca_pair(a: np.ndarray, b: np.ndarray, k: int, reg: float = 0.1, power: floa
     Scaling by the canonical correlations ρ lets well-correlated directions dominate the cosine
     (power 0 = plain whitened canonical variates).
     """
-    n = len(a)
-    ka, kb = _inv_sqrt(_shrunk(a.T @ a / n, reg)), _inv_sqrt(_shrunk(b.T @ b / n, reg))
-    u, s, vt = np.linalg.svd(ka @ (a.T @ b / n) @ kb, full_matrices=False)
+    ka, kb = _shrunk_inv_sqrt(_memo("gram", a)[0], reg), _shrunk_inv_sqrt(_memo("gram", b)[0], reg)
+    u, s, vt = _memo("svd", ka @ _memo("gram", a, b)[0] @ kb)  # the power grid reuses it
     w = np.maximum(s[:k], 1e-8) ** (power / 2)
     return (ka @ u[:, :k]) * w, (kb @ vt[:k].T) * w
 
