@@ -132,7 +132,8 @@ def add_modality(
         heads[modality] = new_head
         loss = build_loss(method, opts)
         result = train_heads(heads, loss, train, val, settings, progress, frozen=partners, val_pairs=val_pairs)
-        info: dict[str, Any] = {"best_epoch": result.best_epoch, "val_R@1": result.best_val if val else None,
+        info: dict[str, Any] = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
+                                "val_R@1": result.best_val if val else None,
                                 "loss": loss.config(), **loss.summary(), "history": result.history}
     else:
         heads[modality], info = _closed_form_head(method, heads, train, val, modality, partners, opts, val_pairs)
