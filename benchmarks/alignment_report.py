@@ -158,6 +158,9 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path:
                 style = "--" if m in ("procrustes", "cca", "ridge") else "-"
                 ax.errorbar(xs, ys, yerr=es, label=m, linestyle=style, marker="o", markersize=3, capsize=2)
             ax.set_xscale("log")
+            ticks = sorted({c["n_pairs"] for cells in methods.values() for c in cells.values()})
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.minorticks_off()
             ax.set_xlabel("training pairs")
             ax.set_ylabel("held-out R@1")
             ax.set_title(f"{ds}: {d}")
