@@ -75,6 +75,14 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the offending input, which may not be valid JSON (e.g. a float
+        # `inf` sent as `Infinity`) and then turns a 422 into a 500: report location and reason only.
+        detail = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
