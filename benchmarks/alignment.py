@@ -47,11 +47,19 @@ from modalign.features import FeatureCache, item_key
 
 log = logging.getLogger("bench.alignment")
 
-#: dataset → (manifest, groups kept (None = all), the two modalities with their encoders)
-DATASETS: dict[str, tuple[str, int | None]] = {
-    "emoji": ("/work/data/emoji/manifest-base.jsonl", None),  # 1,849 concepts × up to 4 styles, base emoji
-    "icons": ("/work/ds/icons/manifest.jsonl", 2000),  # 2,000 of the 11,120 icon concepts (MDI/Tabler/Lucide)
+#: dataset → (recipe, recipe options, groups kept (None = all)); prepared under --data-dir when missing
+DATASETS: dict[str, tuple[str, dict[str, Any], int | None]] = {
+    "emoji": ("emoji", {"include_variants": False}, None),  # 1,849 concepts × up to 4 styles, base emoji
+    "icons": ("icons", {}, 2000),  # 2,000 of the 11,120 icon concepts (MDI/Tabler/Lucide)
 }
+
+
+def builtin_manifest(name: str, data_dir: Path) -> Path:
+    """The manifest of a built-in benchmark dataset, prepared (incrementally) by its recipe when needed."""
+    from modalign.data.recipes import DATASETS as RECIPES
+
+    recipe, options, _ = DATASETS[name]
+    return RECIPES.create(recipe, **options).prepare(data_dir / name).manifest
 ENCODERS = {"image": "effnet-lite0", "text": "minilm"}  # effnet-lite0: fastest image encoder, aligns best on emoji
 
 #: benchmark name → fit_arrays arguments. "+structure" and "+layer-auto" add to InfoNCE-linear, cumulatively.
@@ -277,7 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-pairs", type=int, default=MAX_PAIRS)
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--patience", type=int, default=6)
-    p.add_argument("--cache", default="/work/cache")
+    p.add_argument("--cache", default=None, help="feature cache (default: modalign's user cache)")
+    p.add_argument("--data-dir", type=Path, default=Path("data/bench"),
+                   help="where built-in datasets are prepared (re-runs reuse them)")
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
     p.add_argument("--plot", type=Path)
@@ -293,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path, _, groups = overrides[name].partition(":")
             datasets[name] = (path, int(groups) if groups else None)
         elif name in DATASETS:
-            datasets[name] = DATASETS[name]
+            datasets[name] = (builtin_manifest(name, args.data_dir), DATASETS[name][2])
         else:
             p.error(f"unknown dataset {name!r}: pass --data {name}=MANIFEST")
     methods = args.methods.split(",")
