@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import re
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
-from modalign.data.recipes.install import InstallError, apt_command, apt_missing
+from modalign.data.recipes.install import InstallError, apt_command, install_commands, pip_missing
 
 log = logging.getLogger(__name__)
 
@@ -156,13 +155,7 @@ class BibleEnEsRecipe(DatasetRecipe):
     approx_size = "31.1k verses x 3 versions, 1189 chapters (~13 MB of text)"
 
     def missing_requirements(self) -> list[str]:
-        commands = []
-        apt = apt_missing([v.package for v in VERSIONS])
-        if apt:
-            commands.append(apt_command(apt))
-        if importlib.util.find_spec("pysword") is None:
-            commands.append(f"{sys.executable} -m pip install pysword")
-        return commands
+        return install_commands(apt=[v.package for v in VERSIONS], pip=pip_missing({"pysword": "pysword"}))
 
     def prepare(self, out: Path, limit: int | None = None, progress: Progress | None = None) -> PrepareResult:
         if limit is not None and limit <= 0:

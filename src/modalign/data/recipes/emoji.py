@@ -12,7 +12,6 @@ import json
 import logging
 import multiprocessing
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -32,7 +31,13 @@ from modalign.data.recipes.emoji_render import (
     source_for,
     svg_renderer_available,
 )
-from modalign.data.recipes.install import InstallError, apt_command, apt_missing, npm_command
+from modalign.data.recipes.install import (
+    InstallError,
+    apt_command,
+    install_commands,
+    npm_command,
+    pip_missing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +87,8 @@ class EmojiRecipe(DatasetRecipe):
 
     # ------------------------------------------------------------------ requirements
     def missing_requirements(self) -> list[str]:
-        commands = []
-        apt = apt_missing(list(APT_PACKAGES))
-        if apt:
-            commands.append(apt_command(apt))
         npm = [s.install_spec for s in self.styles if s.kind == "npm" and not s.available()]
-        if npm:
-            commands.append(npm_command(npm))
-        pip = [pkg for module, pkg in PIP_PACKAGES.items() if importlib.util.find_spec(module) is None]
-        if pip:
-            commands.append(f"{sys.executable} -m pip install " + " ".join(pip))
-        return commands
+        return install_commands(apt=list(APT_PACKAGES), npm=npm, pip=pip_missing(PIP_PACKAGES))
 
     # ------------------------------------------------------------------ prepare
     def prepare(self, out: Path, limit: int | None = None, progress: Progress | None = None) -> PrepareResult:

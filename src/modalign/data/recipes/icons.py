@@ -6,9 +6,7 @@ and one text (the name plus the tags of every set), so a text query has several 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,7 +15,12 @@ from typing import Any
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
 from modalign.data.recipes.icon_sets import ICON_SETS, Icon, IconSet, readable
-from modalign.data.recipes.install import InstallError, apt_command, apt_missing, npm_command
+from modalign.data.recipes.install import (
+    InstallError,
+    install_commands,
+    npm_command,
+    pip_missing,
+)
 from modalign.data.recipes.svg_render import (
     TILE,
     RenderTask,
@@ -105,16 +108,8 @@ class IconsRecipe(DatasetRecipe):
         self.workers = workers if workers is not None else default_workers()
 
     def missing_requirements(self) -> list[str]:
-        commands = []
-        apt = apt_missing(list(APT_PACKAGES))
-        if apt:
-            commands.append(apt_command(apt))
         npm = [s.install_spec for s in self.sets if not s.available()]
-        if npm:
-            commands.append(npm_command(npm))
-        if importlib.util.find_spec("cairosvg") is None:
-            commands.append(f"{sys.executable} -m pip install cairosvg")
-        return commands
+        return install_commands(apt=list(APT_PACKAGES), npm=npm, pip=pip_missing({"cairosvg": "cairosvg"}))
 
     def prepare(self, out: Path, limit: int | None = None, progress: Progress | None = None) -> PrepareResult:
         if limit is not None and limit <= 0:

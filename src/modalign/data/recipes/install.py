@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
 import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from modalign.errors import ModalignError
@@ -43,6 +46,24 @@ def apt_command(packages: list[str]) -> str:
 
 def npm_command(packages: list[str]) -> str:
     return f"npm install --prefix {NPM_PREFIX} --no-audit --no-fund " + " ".join(packages)
+
+
+def pip_missing(packages: dict[str, str]) -> list[str]:
+    """The pip specs of ``{module: spec}`` whose module cannot be imported."""
+    return [spec for module, spec in packages.items() if importlib.util.find_spec(module) is None]
+
+
+def install_commands(apt: Sequence[str] = (), npm: Sequence[str] = (), pip: Sequence[str] = ()) -> list[str]:
+    """Shell commands installing the given *missing* packages (the apt names are checked here too)."""
+    commands = []
+    missing_apt = apt_missing(list(apt))
+    if missing_apt:
+        commands.append(apt_command(missing_apt))
+    if npm:
+        commands.append(npm_command(list(npm)))
+    if pip:
+        commands.append(f"{sys.executable} -m pip install " + " ".join(pip))
+    return commands
 
 
 def run_install_commands(commands: list[str]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
-from modalign.data.recipes.install import InstallError, apt_command, apt_missing
+from modalign.data.recipes.install import InstallError, apt_command, install_commands
 from modalign.data.recipes.speech import (
     check_clip,
     check_unique_ids,
@@ -195,8 +195,7 @@ class InstrumentsRecipe(DatasetRecipe):
         self.workers = workers if workers is not None else max(1, min(2, os.cpu_count() or 1))
 
     def missing_requirements(self) -> list[str]:
-        apt = apt_missing(list(APT_PACKAGES))
-        return [apt_command(apt)] if apt else []
+        return install_commands(apt=list(APT_PACKAGES))
 
     def prepare(self, out: Path, limit: int | None = None, progress: Progress | None = None) -> PrepareResult:
         if limit is not None and limit <= 0:

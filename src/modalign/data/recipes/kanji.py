@@ -6,7 +6,6 @@ rendering: they are digits in the picture that have nothing to do with the meani
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from collections import Counter
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
-from modalign.data.recipes.install import InstallError, apt_command, apt_missing
+from modalign.data.recipes.install import InstallError, apt_command, install_commands, pip_missing
 from modalign.data.recipes.kanji_sources import (
     KANJIDIC_PATH,
     LANGUAGES,
@@ -75,16 +74,8 @@ class KanjiRecipe(DatasetRecipe):
         self.workers = workers if workers is not None else default_workers()
 
     def missing_requirements(self) -> list[str]:
-        commands = []
-        apt = apt_missing(list(APT_PACKAGES))
-        if apt:
-            commands.append(apt_command(apt))
-        pip = [pkg for module, pkg in PIP_PACKAGES.items() if importlib.util.find_spec(module) is None]
-        if kanjivg_dir() is None:
-            pip.append(f"'{KANJIVG_SPEC}'")
-        if pip:
-            commands.append(f"{sys.executable} -m pip install " + " ".join(pip))
-        return commands
+        pip = pip_missing(PIP_PACKAGES) + ([f"'{KANJIVG_SPEC}'"] if kanjivg_dir() is None else [])
+        return install_commands(apt=list(APT_PACKAGES), pip=pip)
 
     def prepare(self, out: Path, limit: int | None = None, progress: Progress | None = None) -> PrepareResult:
         if limit is not None and limit <= 0:

@@ -15,7 +15,6 @@ import logging
 import os
 import shutil
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
-from modalign.data.recipes.install import InstallError, apt_command, apt_missing
+from modalign.data.recipes.install import InstallError, apt_command, install_commands, pip_missing
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +162,7 @@ class SpeechRecipe(DatasetRecipe):
         self.workers = workers if workers is not None else max(1, min(4, os.cpu_count() or 1))
 
     def missing_requirements(self) -> list[str]:
-        commands = []
-        apt = apt_missing(list(APT_PACKAGES))
-        if apt:
-            commands.append(apt_command(apt))
-        if importlib.util.find_spec("emoji") is None:
-            commands.append(f"{sys.executable} -m pip install emoji")
-        return commands
+        return install_commands(apt=list(APT_PACKAGES), pip=pip_missing({"emoji": "emoji"}))
 
     def prepare(self, out: Path, limit: int | None = None, progress: Progress | None = None) -> PrepareResult:
         from modalign.data.recipes.cldr import CldrAnnotations, build_catalogue
