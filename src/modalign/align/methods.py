@@ -40,6 +40,11 @@ class FitContext:
     def new_heads(self) -> dict[str, Head]:
         """One head per modality, input statistics fitted on the rows that have it."""
         self.check_locked()
+        # seeded here, not only in the trainer: otherwise the initial weights depend on whatever drew
+        # from torch's global generator earlier in the process (same seed, different results)
+        import torch
+
+        torch.manual_seed(self.settings.seed)
         heads: dict[str, Head] = {}
         for m in self.modalities:
             x = self.train.features[m][self.train.present[m]]
