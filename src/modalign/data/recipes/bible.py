@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
+from modalign.data.recipes.files import write_jsonl_atomic
 from modalign.data.recipes.install import InstallError, apt_command, install_commands, pip_missing
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class BibleEnEsRecipe(DatasetRecipe):
         rows, counts, notes = self._rows(library, refs, progress)
         _check_rows(rows)
         out.mkdir(parents=True, exist_ok=True)
-        _write_jsonl_atomic(out / "manifest.jsonl", rows)
+        write_jsonl_atomic(out / "manifest.jsonl", rows)
         groups = len({r["group"] for r in rows})
         _write_card(out, self, rows, groups, counts, versions, notes)
         _write_atomic(stamp_path, json.dumps(stamp))
@@ -255,10 +256,6 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
-
-
-def _write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    _write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def _write_card(out: Path, recipe: BibleEnEsRecipe, rows: list[dict[str, Any]], groups: int,

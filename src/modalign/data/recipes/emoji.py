@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ from modalign.data.recipes.emoji_render import (
     source_for,
     svg_renderer_available,
 )
+from modalign.data.recipes.files import write_jsonl_atomic
 from modalign.data.recipes.install import (
     InstallError,
     apt_command,
@@ -136,7 +136,7 @@ class EmojiRecipe(DatasetRecipe):
             notes.append(f"{style_name}: {n} emoji not drawn in this style")
 
         self._check_ids(rows)
-        _write_jsonl_atomic(out / "manifest.jsonl", rows)
+        write_jsonl_atomic(out / "manifest.jsonl", rows)
         counts: dict[str, int] = dict(Counter(r["meta_style"] for r in rows))
         for reason in ("blank", "tofu", "error"):
             n = sum(v for (_, st), v in dropped.items() if st == reason)
@@ -268,13 +268,6 @@ class EmojiMultilingualRecipe(EmojiRecipe):
         return {text_field(lang): sum(r.get(text_field(lang)) is not None for r in rows) for lang in self.languages}
 
 
-def _write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def _identical_images(out: Path, rows: Sequence[dict[str, Any]]) -> dict[str, int]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
+from modalign.data.recipes.files import write_jsonl_atomic, write_text_atomic
 from modalign.data.recipes.icon_sets import ICON_SETS, Icon, IconSet, readable
 from modalign.data.recipes.install import (
     InstallError,
@@ -31,8 +32,6 @@ from modalign.data.recipes.svg_render import (
     reconcile_stamp,
     render_all,
     save_stamp,
-    write_jsonl_atomic,
-    write_text_atomic,
 )
 
 log = logging.getLogger(__name__)

@@ -24,13 +24,12 @@ from typing import Any
 import numpy as np
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
+from modalign.data.recipes.files import write_jsonl_atomic, write_text_atomic
 from modalign.data.recipes.install import InstallError, apt_command, install_commands
 from modalign.data.recipes.speech import (
     check_clip,
     check_unique_ids,
     run_tasks,
-    write_jsonl_atomic,
-    write_text_atomic,
 )
 
 log = logging.getLogger(__name__)

@@ -10,13 +10,12 @@ The helpers at the bottom (clip validation, atomic manifest writing) are shared 
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import os
 import shutil
 import subprocess
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
+from modalign.data.recipes.files import write_jsonl_atomic, write_text_atomic
 from modalign.data.recipes.install import InstallError, apt_command, install_commands, pip_missing
 
 log = logging.getLogger(__name__)
@@ -66,21 +66,6 @@ def check_clip(path: Path) -> ClipCheck:
     if float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) < SILENCE_RMS:
         return ClipCheck("silent", seconds)
     return ClipCheck("ok", seconds, float(np.mean(np.abs(data) >= 0.999)))
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def check_unique_ids(rows: Sequence[dict[str, Any]]) -> None:

@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from modalign.data.recipes.base import Progress
+from modalign.data.recipes.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +147,6 @@ def save_stamp(out: Path, stamp: dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------- output
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
 def check_unique_ids(rows: Sequence[dict[str, Any]], dataset: str) -> None:
     seen = Counter(r["id"] for r in rows)
     dupes = [i for i, n in seen.items() if n > 1]
