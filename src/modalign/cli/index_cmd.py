@@ -19,6 +19,9 @@ def index_command(
     data: Path | None = typer.Option(None, "--data", help="manifest whose rows to add", dir_okay=False),
     ann: str | None = typer.Option(None, "--ann", help="hnsw | ivf | ivfpq (≥ 1M items): approximate search with faiss "
                                    "(new index only; default exact)"),
+    rerank: int | None = typer.Option(None, "--rerank", min=0,
+                                      help="with --ann ivfpq: re-score N·k PQ candidates exactly from the stored "
+                                      "vectors (default 4; 0 or 1: off; new index only)"),
     modalities: str = typer.Option("", "--modalities", help="only these modalities (default: all of the model's)"),
     delete: list[str] = typer.Option([], "--delete", help="row or item id(s) to delete (repeat or comma-separate)"),
     compact: bool = typer.Option(False, "--compact", help="rewrite without deleted items (rebuilds ANN graphs)"),
@@ -33,6 +36,7 @@ def index_command(
 
     if ann is not None and ann not in ANN_CHOICES:
         raise fail(f"--ann must be one of {', '.join(ANN_CHOICES)}, got {ann!r}")
+    backend_params = _rerank_params(out, ann, rerank)
     to_delete = [i for value in delete for i in parse_list(value)]
     if data is None and not to_delete and not compact:
         raise fail("nothing to do: give --data MANIFEST (with --model), --delete ID or --compact")
@@ -46,7 +50,7 @@ def index_command(
         raise fail(str(exc)) from None
     ds = load_dataset(data, on_error, allow_outside_root) if data is not None else None
     try:
-        with Index.edit(out, model=model, backend=ann) as index:
+        with Index.edit(out, model=model, backend=ann, backend_params=backend_params) as index:
             if ds is not None:
                 with progress_bars() as update:
                     report = index.add_dataset(ds, FeatureCache(cache), parse_list(modalities) or None,
@@ -76,3 +80,27 @@ def index_command(
     except (ModalignError, ValueError, KeyError) as exc:
         raise fail(str(exc).strip("'\"")) from None
     console.print(f"[green]index[/] {out}  {index.backend}  {len(index)} items ({counts})")
+
+
+def _rerank_params(out: Path, ann: str | None, rerank: int | None) -> dict[str, int]:
+    """Backend parameters for a new index; ``--rerank`` is fixed at creation, so a different value is an error."""
+    if rerank is None:
+        return {}
+    from modalign.search.store import IndexStore
+
+    if IndexStore.exists(out):
+        try:
+            manifest = IndexStore(out).manifest
+        except ModalignError as exc:
+            raise fail(str(exc)) from None
+        if manifest.backend != "ivfpq":
+            raise fail(f"--rerank applies to --ann ivfpq indexes; {out} uses {manifest.backend!r}")
+        from modalign.search.backends import BACKENDS
+
+        current = BACKENDS.create("ivfpq", dim=manifest.dim, **manifest.backend_params).rerank
+        if current != rerank:
+            raise fail(f"{out} was built with --rerank {current}; it is set when an index is created "
+                       "(index into a new folder to change it)")
+    elif ann != "ivfpq":
+        raise fail("--rerank needs --ann ivfpq (the other backends score exactly)")
+    return {"rerank": rerank}

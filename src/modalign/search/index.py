@@ -23,6 +23,7 @@ from modalign.search.catalog import Catalog, Segment
 from modalign.search.hit import Hit
 from modalign.search.ingest import IngestReport, Progress, plan_dataset
 from modalign.search.query import QueryError, embed_query
+from modalign.search.rerank import rerank
 from modalign.search.routing import CorpusStats, Ranked, check_routing, merge
 from modalign.search.routing import target_modalities as pick_targets
 from modalign.search.store import IndexStore
@@ -342,7 +343,11 @@ class Index:
         moments: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for m in targets:
             corpus = self.corpora[m]
-            scores, ids = corpus.backend.search(q, k + corpus.n_stale)
+            if corpus.backend.rerank > 1:  # approximate scores: re-score the candidates exactly
+                _, found = corpus.backend.search(q, k * corpus.backend.rerank + corpus.n_stale)
+                scores, ids = rerank(q, found, self._vectors, k, self._alive)
+            else:
+                scores, ids = corpus.backend.search(q, k + corpus.n_stale)
             # faiss pads rows with -1 at the end when a corpus has fewer than k items left
             if corpus.n_stale or (ids.shape[1] and (ids[0, -1] < 0 if len(ids) == 1 else ids[:, -1].min() < 0)):
                 scores, ids = self._drop_dead(scores, ids, k)

@@ -19,6 +19,9 @@ class SearchBackend(ABC):
     removes: ClassVar[bool] = True
     #: True when the backend state is worth saving (an ANN graph); exact search rebuilds from vectors
     persistent: ClassVar[bool] = False
+    #: > 1: the index fetches k·rerank candidates and re-scores them exactly (``search/rerank.py``);
+    #: backends with approximate scores (PQ codes) set it from a hyper-parameter, exact-score ones keep 0
+    rerank: int = 0
 
     def __init__(self, dim: int) -> None:
         self.dim = int(dim)
