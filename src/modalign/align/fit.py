@@ -16,6 +16,7 @@ from modalign.align.trainer import TrainData, TrainerSettings
 from modalign.data.dataset import PairedDataset, RowError, split_indices
 from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, Encoder, get_encoder
 from modalign.features import FeatureCache, extract
+from modalign.features.reader import CorruptShardError, matrix_for_keys
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,14 @@ def encode_column(
     layers: Sequence[str] | None,
     progress: Progress | None = None,
     on_error: Literal["skip", "fail"] = "skip",
-) -> tuple[dict[str, np.ndarray], np.ndarray, list[RowError]]:
-    """Features of every row (zeros where missing or failed) + the mask of rows that have them."""
+    stream: bool = False,
+) -> tuple[dict[str, Any], np.ndarray, list[RowError]]:
+    """Features of every row (zeros where missing or failed) + the mask of rows that have them.
+
+    ``stream`` (with a cache): each layer is a ``CachedMatrix`` over the cache's memory-mapped shards
+    instead of an array, so a column larger than RAM costs only its row index; training then reads
+    each batch's rows from disk. Without it (or without a cache) the features are loaded whole.
+    """
     present = dataset.present(modality)
     rows = np.flatnonzero(present)
     total = len(rows)
@@ -58,14 +65,35 @@ def encode_column(
         if progress is not None:
             progress(f"encode {modality}", min(done[0], total), total)
 
-    res = extract(encoder, dataset.items(modality, rows), cache, layers=layers, progress=tick, on_error=on_error)
-    wanted = list(res.features)
-    feats = {layer: np.zeros((len(dataset), encoder.layer_dims[layer]), np.float32) for layer in wanted}
-    ok_rows = rows[res.ok]
-    for layer in wanted:
-        feats[layer][ok_rows] = res.features[layer]
-    mask = np.zeros(len(dataset), dtype=bool)
-    mask[ok_rows] = True
+    items = dataset.items(modality, rows)
+    stream = stream and cache is not None
+    for _attempt in range(3):  # a shard found corrupt when mapped is dropped: extracting again re-encodes it
+        done[0] = 0
+        res = extract(encoder, items, cache, layers=layers, progress=tick, on_error=on_error, fetch=not stream)
+        wanted = list(res.features)
+        ok_rows = rows[res.ok]
+        mask = np.zeros(len(dataset), dtype=bool)
+        mask[ok_rows] = True
+        if not stream:
+            feats: dict[str, Any] = {layer: np.zeros((len(dataset), encoder.layer_dims[layer]), np.float32)
+                                     for layer in wanted}
+            for layer in wanted:
+                feats[layer][ok_rows] = res.features[layer]
+            break
+        assert cache is not None
+        keys: list[bytes | None] = [None] * len(dataset)
+        for i in np.flatnonzero(res.ok):
+            keys[rows[i]] = res.keys[i]
+        store = cache.store(encoder.cache_id, encoder.layer_dims)
+        try:
+            feats = {layer: matrix_for_keys(store, keys, layer)[0] for layer in wanted}
+        except CorruptShardError as exc:
+            log.warning("%s; encoding its rows again", exc)
+            continue
+        break
+    else:
+        raise RuntimeError(f"modality {modality!r}: the feature cache kept failing its checksums; "
+                           f"delete {cache.root if cache is not None else 'it'} and run again")
     errors = [RowError(row="-", id=dataset.ids[rows[i]], field=modality, reason=reason) for i, reason in res.errors]
     return feats, mask, errors
 
@@ -182,13 +210,14 @@ def fit(
             raise ValueError(f"encoder {enc.name!r} reads {enc.kind}, but modality {m!r} is {dataset.kind(m)}")
 
     # every layer is cached in one pass anyway; select the layer(s) the choice needs
-    features: dict[str, dict[str, np.ndarray]] = {}
+    features: dict[str, dict[str, Any]] = {}
     present: dict[str, np.ndarray] = {}
     errors: list[RowError] = list(dataset.errors)
     for m in modalities:
         enc = encs[m]
         wanted = None if layers == "auto" else [_layer_for(m, list(enc.layers), enc.default_layer, layers)]
-        features[m], present[m], errs = encode_column(dataset, m, enc, cache, wanted, progress, on_error)
+        features[m], present[m], errs = encode_column(dataset, m, enc, cache, wanted, progress, on_error,
+                                                      stream=True)
         errors.extend(errs)
 
     result = fit_arrays(features, present, dataset.groups, modalities,

@@ -67,8 +67,9 @@ def select_layers(
         if len(rows) > max_pairs:
             rows = np.sort(rng.choice(rows, max_pairs, replace=False))
         k = rice_k(len(rows))
-        fa = {la: x[rows] for la, x in features[a].items() if a not in fixed or la == fixed[a]}
-        fb = {lb: x[rows] for lb, x in features[b].items() if b not in fixed or lb == fixed[b]}
+        # np.asarray: a streamed CachedMatrix reads just these (≤ max_pairs) rows
+        fa = {la: np.asarray(x[rows]) for la, x in features[a].items() if a not in fixed or la == fixed[a]}
+        fb = {lb: np.asarray(x[rows]) for lb, x in features[b].items() if b not in fixed or lb == fixed[b]}
         table = score_layer_pairs(fa, fb, k)
         report["scores"][f"{a}|{b}"] = table
         report.setdefault("k", k)

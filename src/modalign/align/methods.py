@@ -139,11 +139,12 @@ def _closed_form(kind: str) -> Callable[[FitContext], MethodResult]:
         grid = {k: v for k, v in GRIDS[kind].items() if k not in fixed} if ctx.val is not None and len(ctx.val) \
             else {}
         anchor = ctx.options.get("anchor")
+        train = ctx.train.in_memory()  # closed forms factor whole matrices: read streamed features once
         trials: list[dict[str, Any]] = []
         best: tuple[float, dict[str, Head] | None, dict[str, Any]] = (-1.0, None, {})
         for values in itertools.product(*grid.values()) if grid else [()]:
             params = {**DEFAULTS[kind], **fixed, **dict(zip(grid, values, strict=True))}
-            heads = fit_closed_form(ctx.train.features, ctx.train.present, ctx.modalities,
+            heads = fit_closed_form(train.features, train.present, ctx.modalities,
                                     ClosedFormSettings(kind, dim=ctx.dim, **params), anchor=anchor,
                                     locked=ctx.locked)
             score = ctx.val_score(heads)

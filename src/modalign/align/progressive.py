@@ -75,7 +75,7 @@ def add_modality(
     cache = cache if cache is not None else FeatureCache()
 
     # encode: partners with the space's own encoder + layer, the new modality with its encoder
-    features: dict[str, dict[str, np.ndarray]] = {}
+    features: dict[str, dict[str, Any]] = {}  # streamed from the cache (CachedMatrix), see encode_column
     present: dict[str, np.ndarray] = {}
     errors: list[RowError] = list(dataset.errors)
     for m in partners:
@@ -83,7 +83,7 @@ def add_modality(
         if dataset.kind(m) != b.kind:
             raise ValueError(f"modality {m!r} is {dataset.kind(m)} in the data but {b.kind} in the model")
         features[m], present[m], errs = encode_column(dataset, m, base.encoder_for(m), cache, [b.layer],
-                                                      progress, on_error)
+                                                      progress, on_error, stream=True)
         errors.extend(errs)
     enc_name, enc_cfg = resolve_encoder(dataset, modality, encoder)
     enc = get_encoder(enc_name, **enc_cfg)
@@ -94,7 +94,7 @@ def add_modality(
         raise ValueError(f"encoder {enc.name!r} has no layer {layer!r}; it has {list(enc.layers)}")
     wanted = None if layer == "auto" else [enc.default_layer if layer == "last" else layer]
     features[modality], present[modality], errs = encode_column(dataset, modality, enc, cache, wanted, progress,
-                                                                on_error)
+                                                                on_error, stream=True)
     errors.extend(errs)
 
     layer_report: dict[str, Any] = {}
@@ -166,6 +166,7 @@ def _closed_form_head(
     unknown = set(options) - set(DEFAULTS[kind])
     if unknown:
         raise ValueError(f"{kind}: unknown option(s) {sorted(unknown)}; it takes {sorted(DEFAULTS[kind])}")
+    train = train.in_memory()  # a closed form factors whole matrices
     head = LinearHead(train.features[modality].shape[1], next(iter(heads.values())).out_dim)
     head.fit_input_stats(train.features[modality][train.present[modality]])
     xs, targets = [], []

@@ -36,6 +36,13 @@ class TrainData:
     def pairs(self) -> list[tuple[str, str]]:
         return list(itertools.combinations(self.features, 2))
 
+    def in_memory(self) -> TrainData:
+        """The same data with streamed features (``CachedMatrix``, memory maps) read into arrays: for the
+        closed forms, which need the whole matrix anyway."""
+        feats = {m: x if isinstance(x, torch.Tensor) or type(x) is np.ndarray else np.asarray(x, np.float32)
+                 for m, x in self.features.items()}
+        return TrainData(features=feats, present=self.present, groups=self.groups)
+
 
 @dataclass
 class TrainerSettings:
@@ -59,8 +66,16 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[str, str]]) -> float:
-    """Mean R@1 over both directions of every pair (same group = relevant)."""
+#: validation R@1 is scored on at most this many rows per pair (a fixed, seeded subset): the score
+#: matrix is rows², so a 1M-row dataset's 100k validation rows would need 40 GB
+MAX_VAL_ROWS = 5_000
+
+
+def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[str, str]],
+                     max_rows: int | None = None) -> float:
+    """Mean R@1 over both directions of every pair (same group = relevant), on ≤ ``max_rows`` rows
+    (default ``MAX_VAL_ROWS``)."""
+    max_rows = max_rows or MAX_VAL_ROWS
     scores = []
     with torch.no_grad():
         for a, b in pairs:
@@ -68,6 +83,10 @@ def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[
             if rows.sum() < 2:
                 continue
             idx = np.flatnonzero(rows)
+            if len(idx) > max_rows:  # the same subset every epoch: scores stay comparable
+                idx = np.sort(np.random.default_rng(0).choice(idx, max_rows, replace=False))
+                rows = np.zeros_like(rows)
+                rows[idx] = True
             za = F.normalize(heads[a](take_rows(data.features[a], idx)), dim=1).numpy()
             zb = F.normalize(heads[b](take_rows(data.features[b], idx)), dim=1).numpy()
             g = data.groups[rows]
@@ -192,7 +211,7 @@ def train_heads(
     usable = np.flatnonzero((n_mod >= 2) & has_trained)
     if len(usable) < 2:
         raise ValueError("fewer than 2 rows pair a trained modality with another one: nothing to align")
-    if settings.workers > 1:
+    if settings.workers > 1 or _launched():  # spawned DDP workers, or this process is a rank of torchrun's job
         return _train_distributed(heads, loss, train, val, settings, progress, frozenset(fixed), val_pairs)
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     sources = {m: feature_source(x) for m, x in train.features.items()}
@@ -249,10 +268,16 @@ def train_heads(
     return TrainResult(best_epoch=best[1], best_val=best[0], history=history)
 
 
+def _launched() -> bool:
+    from modalign.align.ddp import launched
+
+    return launched() is not None
+
+
 def _train_distributed(heads: dict[str, Head], loss: Loss, train: TrainData, val: TrainData | None,
                        settings: TrainerSettings, progress: Progress | None, fixed: frozenset[str],
                        val_pairs: list[tuple[str, str]] | None) -> TrainResult:
-    """``settings.workers`` DDP processes for a fixed number of epochs, then one validation score."""
+    """``settings.workers`` DDP processes (or the launcher's ranks) for fixed epochs, then one validation score."""
     from modalign.align.ddp import train_ddp
 
     if settings.grad_chunks > 1:

@@ -27,6 +27,7 @@ class Extraction:
     ok: np.ndarray  # bool (n_items,)
     errors: list[tuple[int, str]] = field(default_factory=list)  # (item index, reason)
     n_encoded: int = 0  # items actually run through the encoder (0 = everything came from the cache)
+    keys: list[bytes | None] = field(default_factory=list)  # each item's cache key (None: not cacheable)
 
     def full(self, layer: str) -> np.ndarray:
         """(n_items, d) with NaN rows where the item failed."""
@@ -72,12 +73,18 @@ def extract(
     on_error: OnError = "skip",
     shard_size: int = 256,
     should_stop: Callable[[], bool] | None = None,
+    fetch: bool = True,
 ) -> Extraction:
     """Features of ``items`` for ``layers`` (default: every layer), through ``cache`` when given.
 
     Every layer is computed and cached together (one encoder pass gives all of them), so
     layer selection later costs no extra encoding. ``progress(n)`` is called with items done.
+    ``fetch=False`` (needs ``cache``) only makes sure every item is cached: ``features`` stays empty and
+    the caller reads the rows it needs from the shards (``reader.matrix_for_keys``), so nothing of size
+    n_items × dim is ever held in memory.
     """
+    if not fetch and cache is None:
+        raise ValueError("extract(fetch=False) needs a feature cache to leave the features in")
     wanted = list(encoder.layers if layers is None else layers)
     n = len(items)
     keys: list[bytes | None] = []
@@ -91,11 +98,14 @@ def extract(
             keys.append(None)
             errors.append((i, f"cannot read file: {exc.strerror or exc}"))
     failed = {i for i, _ in errors}
+    if not fetch and any(key is None and i not in failed for i, key in enumerate(keys)):
+        raise ValueError("extract(fetch=False): an item cannot be cached (an in-memory object); use fetch=True")
     if errors and on_error == "fail":
         raise ItemError(items[errors[0][0]], errors[0][1])
 
     store = cache.store(encoder.cache_id, encoder.layer_dims) if cache is not None else None
-    feats: dict[str, np.ndarray] = {layer: np.zeros((n, encoder.layer_dims[layer]), np.float32) for layer in wanted}
+    feats: dict[str, np.ndarray] = {layer: np.zeros((n if fetch else 0, encoder.layer_dims[layer]), np.float32)
+                                    for layer in wanted}
     ok = np.zeros(n, dtype=bool)
     n_encoded = 0
     for _attempt in range(3):  # a corrupt shard found while reading sends its rows back to "todo"
@@ -144,6 +154,9 @@ def extract(
             ok[i] = True
         if store is not None:
             need = [i for i, key in enumerate(keys) if key is not None and i not in failed and not ok[i]]
+            if not fetch:
+                ok[[i for i in need if store.contains(keys[i])]] = True  # type: ignore[arg-type]
+                break
             got = store.fetch([keys[i] for i in need], wanted) if need else {}  # type: ignore[misc]
             if got is None:
                 continue  # a shard was corrupt and dropped: encode those rows again
@@ -153,5 +166,5 @@ def extract(
             ok[need] = True
         break
     errors.sort()
-    return Extraction(features={layer: arr[ok] for layer, arr in feats.items()}, ok=ok, errors=errors,
-                      n_encoded=n_encoded)
+    return Extraction(features={layer: arr[ok] if fetch else arr for layer, arr in feats.items()}, ok=ok,
+                      errors=errors, n_encoded=n_encoded, keys=keys)

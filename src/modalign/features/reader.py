@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from modalign.encoders.base import Encoder
-from modalign.features.cache import FeatureCache
+from modalign.features.cache import EncoderStore, FeatureCache
 from modalign.features.keys import item_key
 
 
@@ -105,18 +105,25 @@ def open_matrix(cache: FeatureCache, encoder: Encoder, items: Sequence[Any], lay
 
     Items that are None or not cached (run ``extract`` first) get zero rows and False in the mask.
     """
-    store = cache.store(encoder.cache_id, encoder.layer_dims)
-    names: dict[str, int] = {}
-    part = np.full(len(items), -1, np.int32)
-    row = np.zeros(len(items), np.int64)
-    for i, item in enumerate(items):
-        if item is None:
-            continue
+    keys: list[bytes | None] = []
+    for item in items:
         try:
-            key = item_key(item)
+            keys.append(None if item is None else item_key(item))
         except (TypeError, OSError):
-            continue
-        where = store.locate(key)
+            keys.append(None)
+    store = cache.store(encoder.cache_id, encoder.layer_dims)
+    return matrix_for_keys(store, keys, layer)
+
+
+def matrix_for_keys(store: EncoderStore, keys: Sequence[bytes | None], layer: str) -> tuple[CachedMatrix, np.ndarray]:
+    """A lazy (len(keys), dim) matrix of ``layer`` over cached ``keys`` (None or not cached: a zero row),
+    plus the mask of rows found. Raises ``CorruptShardError`` when a shard fails its checksum (it is
+    dropped from the cache, so extracting again recomputes its rows)."""
+    names: dict[str, int] = {}
+    part = np.full(len(keys), -1, np.int32)
+    row = np.zeros(len(keys), np.int64)
+    for i, key in enumerate(keys):
+        where = None if key is None else store.locate(key)
         if where is None:
             continue
         part[i] = names.setdefault(where[0], len(names))
@@ -125,7 +132,11 @@ def open_matrix(cache: FeatureCache, encoder: Encoder, items: Sequence[Any], lay
     for name in names:
         arr = store.mapped(name, layer)
         if arr is None:
-            raise RuntimeError(f"feature cache shard {store.folder / name} is corrupt and was dropped; "
-                               "run the extraction again")
+            raise CorruptShardError(f"feature cache shard {store.folder / name} is corrupt and was dropped; "
+                                    "run the extraction again")
         parts.append(arr)
-    return CachedMatrix(parts, part, row, encoder.layer_dims[layer]), part >= 0
+    return CachedMatrix(parts, part, row, store.layer_dims[layer]), part >= 0
+
+
+class CorruptShardError(RuntimeError):
+    """A cache shard failed its checksum while being opened (and was dropped)."""

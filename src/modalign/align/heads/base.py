@@ -15,6 +15,15 @@ from torch import nn
 
 from modalign._registry import Registry
 
+#: rows of input features read at once when fitting the input statistics
+STATS_CHUNK = 65_536
+
+
+def _rows(features: Any, start: int, stop: int) -> torch.Tensor:
+    if isinstance(features, torch.Tensor):
+        return features[start:stop].float()
+    return torch.as_tensor(np.asarray(features[start:stop]), dtype=torch.float32)
+
 
 class Head(nn.Module):
     name: ClassVar[str]
@@ -36,11 +45,28 @@ class Head(nn.Module):
         return {"name": self.name, "in_dim": self.in_dim, "out_dim": self.out_dim, **self.hyperparameters()}
 
     @torch.no_grad()
-    def fit_input_stats(self, features: np.ndarray | torch.Tensor) -> None:
-        """Center on the training mean and divide by the mean norm of centered rows."""
-        x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
-        mean = x.mean(0)
-        scale = (x - mean).norm(dim=1).mean().clamp(min=1e-6)
+    def fit_input_stats(self, features: Any, chunk: int | None = None) -> None:
+        """Center on the training mean and divide by the mean norm of centered rows.
+
+        ``features``: an array, a tensor, a memory map or a streamed ``CachedMatrix``. Up to ``chunk``
+        rows (default ``STATS_CHUNK``) are read at once: a larger matrix takes two passes (float64 sums),
+        so memory stays bounded.
+        """
+        chunk = chunk or STATS_CHUNK
+        n = len(features)
+        if n <= chunk:  # one pass, in float32 as always (keeps earlier fits bit-identical)
+            x = torch.as_tensor(np.asarray(features), dtype=torch.float32)
+            mean = x.mean(0)
+            scale = (x - mean).norm(dim=1).mean().clamp(min=1e-6)
+        else:
+            total = torch.zeros(self.in_dim, dtype=torch.float64)
+            for start in range(0, n, chunk):
+                total += _rows(features, start, start + chunk).sum(0, dtype=torch.float64)
+            mean = (total / n).float()
+            norms = 0.0
+            for start in range(0, n, chunk):
+                norms += float((_rows(features, start, start + chunk) - mean).norm(dim=1).sum(dtype=torch.float64))
+            scale = torch.tensor(max(norms / n, 1e-6), dtype=torch.float32)
         self.input_mean.copy_(mean)
         self.input_scale.copy_(scale)
 
