@@ -8,6 +8,11 @@ backward gives that slice's share of the full gradient; DDP averages the shares 
 logits sit on every rank, so a larger effective batch costs memory on each rank, not compute.
 Ranks drop the ≤ W−1 rows of a batch that do not divide evenly. No early stopping here: a fixed
 number of epochs; select with validation after.
+
+Two ways to get the processes: ``train_ddp(workers=N)`` spawns N local ones; under a launcher
+(torchrun, ``srun torchrun``: RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT in the
+environment, WORLD_SIZE > 1) every process is already a rank, joins the launcher's group (``env://``)
+and runs the same ``train_loop`` on ``cuda:LOCAL_RANK`` (NCCL) or the CPU (gloo).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import logging
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +39,91 @@ from modalign.align.losses.base import Batch, Loss
 from modalign.align.trainer import TrainData, TrainerSettings, feature_source, take_rows
 
 log = logging.getLogger(__name__)
+
+#: how long a node's other ranks wait for its local rank 0 to fill the feature cache (encoding may take
+#: hours); training collectives keep torch's default timeout so that a dead rank is still noticed
+EXTRACT_WAIT = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """This process's place in a launcher-started job (torchrun sets these variables)."""
+
+    rank: int
+    world: int
+    local_rank: int
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.local_rank}" if torch.cuda.is_available() else "cpu"
+
+
+def launched() -> Launch | None:
+    """The launcher's RANK / WORLD_SIZE / LOCAL_RANK when WORLD_SIZE > 1, else None (a plain process)."""
+    raw = {k: os.environ.get(k, "").strip() for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    if not raw["WORLD_SIZE"]:
+        return None
+    try:
+        world = int(raw["WORLD_SIZE"])
+        if world <= 1:
+            return None
+        rank = int(raw["RANK"])
+        local_rank = int(raw["LOCAL_RANK"] or rank)
+    except ValueError:
+        raise ValueError(f"WORLD_SIZE={raw['WORLD_SIZE']!r} is set (a launcher such as torchrun), but RANK="
+                         f"{raw['RANK']!r} / LOCAL_RANK={raw['LOCAL_RANK']!r} are not integers") from None
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return Launch(rank=rank, world=world, local_rank=local_rank)
+
+
+def join_launch() -> tuple[Launch, bool]:
+    """Join the launcher's process group (``env://``) unless this process already has; (launch, joined now)."""
+    import torch.distributed as dist
+
+    launch = launched()
+    if launch is None:
+        raise ValueError("not started by a launcher: WORLD_SIZE > 1 is not set in the environment")
+    if dist.is_initialized():
+        return launch, False
+    backend = "gloo"
+    if torch.cuda.is_available():  # one GPU per rank, numbered per node
+        torch.cuda.set_device(launch.local_rank)
+        backend = "nccl"
+    try:
+        dist.init_process_group(backend, init_method="env://")
+    except ValueError as exc:  # e.g. MASTER_ADDR missing: WORLD_SIZE set by hand, not by torchrun
+        raise ValueError(f"cannot join the launcher's process group (WORLD_SIZE={launch.world}): {exc}") from None
+    return launch, True
+
+
+def leave_launch() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def node_leader_first(fn: Callable[[], None], launch: Launch) -> None:
+    """Run ``fn`` on LOCAL_RANK 0 of every node while the node's other ranks wait, then go on together.
+
+    For filling the feature cache: one encoder pass per node instead of one per rank (the ranks of a
+    node share its CPUs and memory). Per node rather than only on global rank 0 so that node-local
+    caches work too; on a shared cache the leaders of several nodes write concurrently, which the
+    cache allows (one lock per index update). A separate gloo group carries the long wait.
+    """
+    import torch.distributed as dist
+
+    group = dist.new_group(backend="gloo", timeout=EXTRACT_WAIT)
+    try:
+        if launch.local_rank == 0:
+            fn()
+    finally:  # a failing leader still releases the others; they meet the same error in their own run
+        dist.barrier(group=group)
 
 
 @dataclass
@@ -89,7 +181,8 @@ def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: T
         from torch.nn.parallel import DistributedDataParallel
 
         # a MoE router may leave experts unused in a step; DDP must then not wait for their gradients
-        module = DistributedDataParallel(module, device_ids=[rank] if device.startswith("cuda") else None,
+        index = torch.device(device).index  # the GPU of this rank on its node (LOCAL_RANK), not the global rank
+        module = DistributedDataParallel(module, device_ids=[index] if device.startswith("cuda") else None,
                                          find_unused_parameters=any(heads[m].name == "moe" for m in trained))
     params = [p for p in module.parameters() if p.requires_grad]
     loss_params = [p for p in loss.parameters() if p.requires_grad]
@@ -190,7 +283,15 @@ def train_ddp(heads: dict[str, Head], loss: Loss, train: TrainData, settings: Tr
 
     Heads must have their input statistics fitted. The trained weights come back from rank 0; every
     rank's weights are compared to report ``max_rank_divergence`` (0 when DDP kept them in sync).
+    Under a launcher (``launched()``) this process trains as its rank and ``workers`` must stay 1:
+    the launcher already decided how many processes there are.
     """
+    launch = launched()
+    if launch is not None:
+        if workers > 1:
+            raise ValueError(f"workers={workers} inside a launcher (torchrun: WORLD_SIZE={launch.world}): the "
+                             "launcher already started the processes; drop --workers / workers")
+        return _train_launched(heads, loss, train, settings, frozen)
     if workers <= 1:
         return DDPResult(history=train_loop(heads, loss, train, settings, frozen=frozen), workers=1)
     import torch.multiprocessing as mp
@@ -212,3 +313,31 @@ def train_ddp(heads: dict[str, Head], loss: Loss, train: TrainData, settings: Tr
         h.eval()
     loss.load_state_dict({k[5:]: v for k, v in ref.items() if k.startswith("loss.")})
     return DDPResult(history=history, workers=workers, max_rank_divergence=divergence)
+
+
+def _train_launched(heads: dict[str, Head], loss: Loss, train: TrainData, settings: TrainerSettings,
+                    frozen: frozenset[str]) -> DDPResult:
+    """This process as one rank of the launcher's job: the same loop as the spawned workers."""
+    import torch.distributed as dist
+
+    launch, joined = join_launch()
+    try:
+        device = launch.device
+        history = train_loop(heads, loss, train, settings, rank=launch.rank, world=launch.world, frozen=frozen,
+                             device=device)
+        # every rank holds the result; compare it with rank 0's like the spawned path does
+        flat = torch.cat([v.flatten().float() for v in _state(heads, loss).values()]).to(device)
+        ref = flat.clone()
+        dist.broadcast(ref, src=0)
+        gap = (flat - ref).abs().max()
+        dist.all_reduce(gap, op=dist.ReduceOp.MAX)
+        divergence = float(gap)
+    finally:
+        if joined:
+            leave_launch()
+    for h in heads.values():  # back on the CPU: validation, saving and encoding expect it there
+        h.to("cpu").eval()
+    loss.to("cpu")
+    if divergence > 0:
+        log.warning("DDP ranks diverged by up to %.3g", divergence)
+    return DDPResult(history=history, workers=launch.world, max_rank_divergence=divergence)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ def fit_command(
 ) -> None:
     """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
     from modalign.align import TrainerSettings, fit, load
+    from modalign.align.ddp import join_launch, launched, leave_launch, node_leader_first
     from modalign.features import FeatureCache
 
     if (base is None) != (not add):
@@ -90,6 +92,14 @@ def fit_command(
                                patience=patience, seed=seed, grad_chunks=grad_chunks, workers=workers)
     if workers < 1 or grad_chunks < 1:
         raise fail("--workers and --grad-chunks must be at least 1")
+    try:
+        launch = launched()  # started by torchrun (WORLD_SIZE > 1): this process is one rank
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    if launch is not None and workers > 1:
+        raise fail(f"--workers {workers} under a launcher (torchrun: WORLD_SIZE={launch.world}, RANK={launch.rank}): "
+                   "the launcher already started one process per rank; drop --workers")
+    main = launch is None or launch.main  # only rank 0 writes the model folder and prints
     ds = load_dataset(data, on_error, allow_outside_root)
     base_model = None
     if base is not None:
@@ -100,12 +110,20 @@ def fit_command(
     base_holdout = (base_model.training.get("holdout") or {}) if base_model is not None else {}
     fraction = holdout if holdout is not None else float(base_holdout.get("fraction", 0.0))
     train = holdout_part(ds, fraction, seed, "train")
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     try:
-        with progress_bars() as update:
-            if backend != "local":
-                _prefill(train, mods or [add], parse_mapping(encoders, "--encoders"), FeatureCache(cache), backend,
-                         ray_address, ray_workers, update)
+        if launch is not None:
+            join_launch()
+        with progress_bars() if main else contextlib.nullcontext(_no_progress) as update:
+            if backend != "local" or launch is not None:
+                def prefill() -> None:
+                    _prefill(train, mods or [add], parse_mapping(encoders, "--encoders"), FeatureCache(cache),
+                             backend, ray_address, ray_workers, update)
+
+                # under a launcher the node's local rank 0 encodes while its other ranks wait; every rank's
+                # fit() then finds the features cached (or encodes what a node-local cache still lacks)
+                node_leader_first(prefill, launch) if launch is not None else prefill()
             if base_model is not None:
                 from modalign.align.progressive import add_modality
 
@@ -126,6 +144,11 @@ def fit_command(
                 )
     except (ModalignError, ValueError, KeyError, TypeError) as exc:
         raise fail(str(exc).strip("'\"")) from None
+    finally:
+        if launch is not None:
+            leave_launch()
+    if not main:
+        return  # this rank trained its share of every batch; rank 0 holds the same weights and saves them
     model.training["holdout"] = {"fraction": fraction, "seed": seed}
     if base_model is not None:
         model.training["progressive"][-1]["manifest"] = str(data.resolve())
@@ -161,6 +184,10 @@ def _prefill(ds: Any, mods: list[str], enc_map: dict[str, str], cache: Any, back
             runner.fill(name, config, ds.items(m, rows), cache, progress=tick)
         except RuntimeError as exc:
             raise fail(str(exc)) from None
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    """Ranks other than 0 draw no bars (one set of bars per job, not one per process)."""
 
 
 def _layers(value: str) -> str | dict[str, str]:
