@@ -93,8 +93,8 @@ def test_torchrun_one_node_two_ranks_equals_workers(pairs: Path, reference: dict
 
 
 def test_torchrun_two_nodes_on_localhost(pairs: Path, reference: dict[str, np.ndarray], tmp_path: Path) -> None:
-    """Two torchrun agents (one process each) meet through c10d rendezvous; each is LOCAL_RANK 0 of its
-    "node", so both fill the (fresh, shared) feature cache at once before training."""
+    """Two torchrun agents (one process each) meet through c10d rendezvous. Both are LOCAL_RANK 0 of their
+    "node" and share a fresh feature cache: rank 0 encodes, node 1 then finds everything cached."""
     from modalign.align.ddp import free_port
 
     out, cache = tmp_path / "model", tmp_path / "cache"
@@ -114,6 +114,9 @@ def test_torchrun_two_nodes_on_localhost(pairs: Path, reference: dict[str, np.nd
         assert a.returncode == 0, stdout[-3000:] + stderr[-3000:]
     _assert_same_heads(out, reference)
     assert sum(stdout.count("saved") for stdout, _ in outputs) == 1
+    n_pairs = len(pairs.read_text().splitlines())
+    rows = [e["rows"] for index in cache.glob("*/index.json") for e in json.loads(index.read_text())["shards"]]
+    assert sum(rows) == 2 * n_pairs  # both images of every pair cached once, not once per node
 
 
 def test_workers_under_a_launcher_is_a_clear_error(pairs: Path, tmp_path: Path,

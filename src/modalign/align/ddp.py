@@ -108,22 +108,31 @@ def leave_launch() -> None:
         dist.destroy_process_group()
 
 
-def node_leader_first(fn: Callable[[], None], launch: Launch) -> None:
-    """Run ``fn`` on LOCAL_RANK 0 of every node while the node's other ranks wait, then go on together.
+def fill_once(fn: Callable[[], None], launch: Launch) -> None:
+    """Fill the feature cache before training: ``fn`` on global rank 0, then on LOCAL_RANK 0 of every
+    other node, while all other ranks wait; then everyone goes on together.
 
-    For filling the feature cache: one encoder pass per node instead of one per rank (the ranks of a
-    node share its CPUs and memory). Per node rather than only on global rank 0 so that node-local
-    caches work too; on a shared cache the leaders of several nodes write concurrently, which the
-    cache allows (one lock per index update). A separate gloo group carries the long wait.
+    Why two rounds rather than every rank extracting (the cache would allow concurrent writers): the
+    ranks of a node share its CPUs and memory, and on a shared cache concurrent writers of the same
+    items each append their own shard, so N nodes would encode everything N times and store it N
+    times. Round 1 encodes once; in round 2 a node on the same shared cache finds every item cached
+    (it only hashes them), while a node with its own local cache encodes into it. A separate gloo
+    group carries the long wait (encoding may take hours); an error is raised after both rounds so
+    that no rank is left waiting at a barrier.
     """
     import torch.distributed as dist
 
     group = dist.new_group(backend="gloo", timeout=EXTRACT_WAIT)
-    try:
-        if launch.local_rank == 0:
-            fn()
-    finally:  # a failing leader still releases the others; they meet the same error in their own run
+    error: BaseException | None = None
+    for mine in (launch.rank == 0, launch.local_rank == 0 and launch.rank != 0):
+        if mine:
+            try:
+                fn()
+            except BaseException as exc:  # re-raised below, after releasing the others
+                error = exc
         dist.barrier(group=group)
+    if error is not None:
+        raise error
 
 
 @dataclass

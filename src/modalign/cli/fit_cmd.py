@@ -70,7 +70,7 @@ def fit_command(
 ) -> None:
     """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
     from modalign.align import TrainerSettings, fit, load
-    from modalign.align.ddp import join_launch, launched, leave_launch, node_leader_first
+    from modalign.align.ddp import fill_once, join_launch, launched, leave_launch
     from modalign.features import FeatureCache
 
     if (base is None) != (not add):
@@ -121,9 +121,9 @@ def fit_command(
                     _prefill(train, mods or [add], parse_mapping(encoders, "--encoders"), FeatureCache(cache),
                              backend, ray_address, ray_workers, update)
 
-                # under a launcher the node's local rank 0 encodes while its other ranks wait; every rank's
-                # fit() then finds the features cached (or encodes what a node-local cache still lacks)
-                node_leader_first(prefill, launch) if launch is not None else prefill()
+                # under a launcher rank 0 (then each other node's local rank 0) encodes while the others
+                # wait: every rank's fit() then finds the features in the cache
+                fill_once(prefill, launch) if launch is not None else prefill()
             if base_model is not None:
                 from modalign.align.progressive import add_modality
 
