@@ -106,7 +106,7 @@ def test_chunked_input_stats_equal_one_pass(text_pairs, session_cache):
 
 
 def test_validation_is_scored_on_a_capped_fixed_subset(monkeypatch):
-    """100k validation rows would need a 40 GB score matrix: R@1 uses a seeded subset of ≤ MAX_VAL_ROWS."""
+    """Scoring is rows² work per epoch: R@1 uses a seeded subset of ≤ MAX_VAL_ROWS, scored in query chunks."""
     import modalign.align.trainer as trainer
     from modalign.align.heads.base import HEADS
     from modalign.align.trainer import TrainData, validation_score
@@ -122,7 +122,19 @@ def test_validation_is_scored_on_a_capped_fixed_subset(monkeypatch):
     capped = validation_score(heads, data, [("a", "b")])
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert peak < 30e6  # uncapped: a 6000² float32 score matrix alone is 144 MB
+    assert peak < 30e6  # one 6000² float32 score matrix alone would be 144 MB
     assert capped == validation_score(heads, data, [("a", "b")])  # the same subset every epoch
     full = validation_score(heads, data, [("a", "b")], max_rows=n)
     assert 0.5 < capped <= 1.0 and capped >= full  # fewer distractors: at least as easy as the full set
+
+
+def test_chunked_validation_equals_one_block():
+    from modalign.align.trainer import _both_ways_r_at_1
+
+    rng = np.random.default_rng(1)
+    za = rng.standard_normal((700, 8)).astype(np.float32)
+    zb = za + 0.8 * rng.standard_normal((700, 8)).astype(np.float32)
+    groups = rng.integers(0, 500, 700)  # some shared groups: several relevant items per query
+    one = _both_ways_r_at_1(za, zb, groups, chunk=1000)
+    chunked = _both_ways_r_at_1(za, zb, groups, chunk=128)
+    assert 0.05 < one[0] < 0.95 and chunked == pytest.approx(one, abs=1e-12)

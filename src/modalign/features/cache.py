@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
 from modalign.features.keys import KEY_BYTES
 
@@ -251,18 +251,20 @@ class EncoderStore:
             entries = self._read_index()
             used = [int(m.group(1)) for e in entries if (m := SHARD_RE.match(e["file"]))]
             name = f"shard-{(max(used) + 1 if used else 1):06d}.safetensors"
+            # serialised once in memory: the checksum comes from these bytes, not from reading the file back
+            data = save(tensors)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
-            os.close(fd)
             try:
-                save_file(tensors, tmp)
-                with open(tmp, "rb") as fh:
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.folder / name)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-            entry = {"file": name, "rows": len(keys), "sha256": _sha256(self.folder / name)}
+            entry = {"file": name, "rows": len(keys), "sha256": hashlib.sha256(data).hexdigest()}
             entries.append(entry)
             atomic_write_bytes(self.folder / "index.json", json.dumps({"shards": entries}).encode())
         self._shards[name] = entry

@@ -16,7 +16,7 @@ from torch import nn
 from modalign._registry import Registry
 
 #: rows of input features read at once when fitting the input statistics
-STATS_CHUNK = 65_536
+STATS_CHUNK = 16_384
 
 
 def _rows(features: Any, start: int, stop: int) -> torch.Tensor:
