@@ -48,6 +48,8 @@ def test_rerank_is_exact_when_the_truth_is_among_the_candidates(tmp_path: Path) 
         scores, ids = rerank(queries, candidates, source, K)
         np.testing.assert_array_equal(ids, truth)
         np.testing.assert_allclose(scores, np.take_along_axis(exact, truth, 1), atol=1e-6)
+        for r in range(0, 40, 7):  # one query at a time (the serving path) agrees
+            np.testing.assert_array_equal(rerank(queries[r], candidates[r : r + 1], source, K)[1], truth[r : r + 1])
 
 
 def test_rerank_drops_dead_and_padding() -> None:
@@ -64,6 +66,10 @@ def test_rerank_drops_dead_and_padding() -> None:
     assert list(ids[1]) == [4, -1, -1] and list(ids[2]) == [-1, -1, -1]
     assert np.isneginf(scores[1, 1:]).all() and np.isneginf(scores[2]).all()
     assert rerank(queries, np.full((3, 4), -1), vectors, K)[1].shape == (3, 0)
+    for r in range(3):
+        one_s, one = rerank(queries[r], candidates[r : r + 1], vectors, K, alive)
+        np.testing.assert_array_equal(one[0], ids[r][ids[r] >= 0])
+        np.testing.assert_allclose(one_s[0], scores[r][ids[r] >= 0], atol=1e-6)
 
 
 def test_index_rerank_beats_pq_order_with_exact_cosines(clustered_index) -> None:  # type: ignore[no-untyped-def]

@@ -25,6 +25,8 @@ def rerank(queries: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: 
     q = np.asarray(queries, np.float32).reshape(len(candidates), -1)
     cand = np.asarray(candidates, np.int64)
     n, c = cand.shape
+    if n == 1:
+        return _one(q[0], cand[0], vectors, k, alive)
     valid = cand >= 0
     if alive is not None and cand.size:
         valid &= np.asarray(alive, bool)[np.maximum(cand, 0)]
@@ -43,12 +45,11 @@ def rerank(queries: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: 
     for start in range(0, n, step):
         stop = min(n, start + step)
         ok = valid[start:stop]
-        # each distinct row is read once, in ascending order (sequential pages of a memory map)
-        unique, where = np.unique(cand[start:stop][ok], return_inverse=True)
-        rows = np.asarray(vectors[unique], np.float32)
-        scores = np.full(ok.shape, -np.inf, np.float32)
-        owner = np.nonzero(ok)[0]  # the query of each valid candidate, row-major like ``where``
-        scores[ok] = np.einsum("ij,ij->i", rows[where], q[start:stop][owner])
+        # one gather of every slot (invalid ones read row 0, then score -inf): the gather is the cost,
+        # and one (b, c, dim) block is half the time of gathering only the valid rows and their queries
+        rows = np.asarray(vectors[np.where(ok, cand[start:stop], 0).ravel()], np.float32)
+        scores = np.einsum("bcd,bd->bc", rows.reshape(stop - start, c, -1), q[start:stop])
+        scores[~ok] = -np.inf
         if c > width:
             top = np.argpartition(-scores, width - 1, axis=1)[:, :width]
         else:
@@ -60,3 +61,15 @@ def rerank(queries: np.ndarray, candidates: np.ndarray, vectors: np.ndarray, k: 
         out_s[start:stop] = s
         out_i[start:stop] = np.where(np.isfinite(s), np.take_along_axis(cand[start:stop], best, 1), -1)
     return out_s, out_i
+
+
+def _one(query: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int,
+         alive: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The serving case (one query) without the batch bookkeeping: a fifth of the time."""
+    ids = ids[ids >= 0]
+    if alive is not None:
+        ids = ids[np.asarray(alive, bool)[ids]]
+    ids = np.unique(ids)  # ascending: sequential reads, each id once
+    scores = np.asarray(vectors[ids], np.float32) @ query
+    best = np.argsort(-scores, kind="stable")[: int(k)]
+    return scores[best][None], ids[best][None]
