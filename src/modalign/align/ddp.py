@@ -36,7 +36,7 @@ from torch import nn
 
 from modalign.align.heads.base import Head
 from modalign.align.losses.base import Batch, Loss
-from modalign.align.trainer import TrainData, TrainerSettings, feature_source, take_rows
+from modalign.align.trainer import TrainData, TrainerSettings, feature_source, resolve_device, take_rows
 
 log = logging.getLogger(__name__)
 
@@ -174,8 +174,12 @@ def _gather(z: torch.Tensor, rank: int, world: int) -> torch.Tensor:
 
 def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: TrainerSettings,
                rank: int = 0, world: int = 1, frozen: frozenset[str] = frozenset(),
-               device: str = "cpu") -> list[float]:
-    """Fixed-epoch training; with ``world`` > 1 it must run inside an initialised process group."""
+               device: str | None = None) -> list[float]:
+    """Fixed-epoch training; with ``world`` > 1 it must run inside an initialised process group.
+
+    ``device``: this rank's device; None = ``settings.device`` (one process). The heads stay there.
+    """
+    device = str(resolve_device(settings.device if device is None else device))
     for h in heads.values():
         h.to(device)
     loss.to(device)
@@ -302,7 +306,13 @@ def train_ddp(heads: dict[str, Head], loss: Loss, train: TrainData, settings: Tr
                              "launcher already started the processes; drop --workers / workers")
         return _train_launched(heads, loss, train, settings, frozen)
     if workers <= 1:
-        return DDPResult(history=train_loop(heads, loss, train, settings, frozen=frozen), workers=1)
+        try:
+            history = train_loop(heads, loss, train, settings, frozen=frozen)  # on settings.device
+        finally:  # back on the CPU, as from the spawned workers
+            for h in heads.values():
+                h.to("cpu").eval()
+            loss.to("cpu")
+        return DDPResult(history=history, workers=1)
     import torch.multiprocessing as mp
 
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")

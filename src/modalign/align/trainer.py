@@ -57,6 +57,9 @@ class TrainerSettings:
     grad_chunks: int = 1
     #: > 1: torch DDP processes (``align.ddp``; gloo on CPU, NCCL on GPUs), fixed epochs, no early stop
     workers: int = 1
+    #: where one process trains: "cpu", "cuda", "cuda:N" or "auto" (cuda when available); the heads come
+    #: back on the CPU either way. DDP workers (> 1) and torchrun ranks pick one GPU per rank themselves.
+    device: str = "cpu"
 
 
 @dataclass
@@ -71,10 +74,40 @@ class TrainResult:
 MAX_VAL_ROWS = 5_000
 
 
+def resolve_device(spec: str | torch.device) -> torch.device:
+    """``TrainerSettings.device`` as a torch device: "cpu", "cuda", "cuda:N", or "auto" (cuda if available).
+
+    Asking for a GPU that is not there is an error, not a silent CPU run: the user would wait hours
+    for a run they meant to take minutes.
+    """
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda") or (device.type == "cpu" and device.index):
+        raise ValueError(f"device {spec!r}: expected cpu, cuda, cuda:N or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {spec!r}: CUDA is not available (torch {torch.__version__}, "
+                             f"{'built without CUDA' if torch.version.cuda is None else 'no GPU visible'}); "
+                             "use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {spec!r}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return device
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[str, str]],
                      max_rows: int | None = None) -> float:
     """Mean R@1 over both directions of every pair (same group = relevant), on ≤ ``max_rows`` rows
-    (default ``MAX_VAL_ROWS``)."""
+    (default ``MAX_VAL_ROWS``). Embeds on the heads' device; the ranking runs in numpy."""
     max_rows = max_rows or MAX_VAL_ROWS
     scores = []
     with torch.no_grad():
@@ -87,8 +120,8 @@ def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[
                 idx = np.sort(np.random.default_rng(0).choice(idx, max_rows, replace=False))
                 rows = np.zeros_like(rows)
                 rows[idx] = True
-            za = F.normalize(heads[a](take_rows(data.features[a], idx)), dim=1).numpy()
-            zb = F.normalize(heads[b](take_rows(data.features[b], idx)), dim=1).numpy()
+            za = F.normalize(heads[a](take_rows(data.features[a], idx, _device_of(heads[a]))), dim=1).cpu().numpy()
+            zb = F.normalize(heads[b](take_rows(data.features[b], idx, _device_of(heads[b]))), dim=1).cpu().numpy()
             scores.extend(_both_ways_r_at_1(za, zb, data.groups[rows]))
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -119,7 +152,8 @@ def feature_source(x: Any, device: str | torch.device = "cpu") -> Any:
 
 
 def take_rows(source: Any, rows: np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Rows of a feature source as a float32 tensor; streamed sources read only these rows."""
+    """Rows of a feature source as a float32 tensor on ``device`` (a tensor source: on its own device);
+    streamed sources read only these rows, then the batch is moved."""
     if isinstance(source, torch.Tensor):
         return source[torch.as_tensor(rows, device=source.device)]
     if isinstance(source, np.ndarray) and not isinstance(source, np.memmap):
@@ -129,21 +163,41 @@ def take_rows(source: Any, rows: np.ndarray, device: str | torch.device = "cpu")
 
 
 def _snapshot(heads: dict[str, Head], loss: Loss) -> tuple[dict[str, dict], dict]:
-    return copy.deepcopy({m: h.state_dict() for m, h in heads.items()}), copy.deepcopy(loss.state_dict())
+    """A copy of the weights on the CPU (device memory holds only the live heads)."""
+    def grab(module: torch.nn.Module) -> dict:
+        state = module.state_dict()
+        if all(v.device.type == "cpu" for v in state.values()):
+            return copy.deepcopy(state)
+        return type(state)((k, v.detach().to("cpu", copy=True)) for k, v in state.items())
+
+    return {m: grab(h) for m, h in heads.items()}, grab(loss)
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    # dropout draws from the generator of the device it runs on: on a GPU that is CUDA's, not the CPU's
+    return torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def backward_batch(heads: dict[str, Head], loss: Loss, sources: dict[str, Any], present: dict[str, np.ndarray],
                    groups: np.ndarray, rows: np.ndarray, trained: list[str], step: int = 0, chunks: int = 1,
-                   fixed: frozenset[str] = frozenset()) -> float | None:
+                   fixed: frozenset[str] = frozenset(), device: str | torch.device = "cpu") -> float | None:
     """Loss of the batch ``rows`` + its gradients accumulated into the trained heads and the loss.
 
     ``chunks`` > 1 is GradCache (Gao et al. 2021): embed the batch chunk by chunk without a graph,
     score the loss on the whole batch (all in-batch negatives), keep dL/dz, then re-embed each chunk
     with a graph and backpropagate ``<z_chunk, dL/dz_chunk>``. The gradients equal the one-pass ones
     (dropout replays the same RNG state); MoE load balancing is averaged over the chunks' routers.
-    Returns None when the batch holds nothing the loss can score.
+    Returns None when the batch holds nothing the loss can score. ``device``: where heads and loss live
+    (sources already on it stay there; streamed rows are moved).
     """
-    x = {m: take_rows(sources[m], rows) for m in heads}
+    device = torch.device(device)
+    x = {m: take_rows(sources[m], rows, device) for m in heads}
     with torch.no_grad():
         z = {m: F.normalize(heads[m](x[m]), dim=1) for m in heads if m not in trained}
     chunks = max(1, min(int(chunks), len(rows)))
@@ -153,14 +207,15 @@ def backward_batch(heads: dict[str, Head], loss: Loss, sources: dict[str, Any], 
         with torch.no_grad():
             parts: dict[str, list[torch.Tensor]] = {m: [] for m in trained}
             for span in spans:
-                states.append(torch.get_rng_state())
+                states.append(_rng_state(device))
                 for m in trained:
                     parts[m].append(F.normalize(heads[m](x[m][span]), dim=1))
         z.update({m: torch.cat(parts[m]).requires_grad_() for m in trained})
     else:
         z.update({m: F.normalize(heads[m](x[m]), dim=1) for m in trained})
-    batch = Batch(z={m: z[m] for m in heads}, x=x, present={m: torch.as_tensor(present[m][rows]) for m in heads},
-                  groups=torch.as_tensor(groups[rows]), step=step, frozen=frozenset(fixed))
+    batch = Batch(z={m: z[m] for m in heads}, x=x,
+                  present={m: torch.as_tensor(present[m][rows], device=device) for m in heads},
+                  groups=torch.as_tensor(groups[rows], device=device), step=step, frozen=frozenset(fixed))
     total = loss.batch_loss(batch)
     if total is None:
         return None
@@ -174,8 +229,8 @@ def backward_batch(heads: dict[str, Head], loss: Loss, sources: dict[str, Any], 
     total.backward()  # gradients of the loss's own parameters, and dL/dz of the cached embeddings
     value = float(total.detach())
     for span, state in zip(spans, states, strict=True):
-        torch.set_rng_state(state)
-        surrogate = torch.zeros(())
+        _set_rng_state(state, device)
+        surrogate = torch.zeros((), device=device)
         for m in trained:
             grad = z[m].grad
             zc = F.normalize(heads[m](x[m][span]), dim=1)
@@ -208,9 +263,11 @@ def train_heads(
     ``auxiliary_loss()`` (MoE load balancing) is added. Features may be arrays, memory maps or
     ``CachedMatrix`` (streamed from the feature cache: only each batch's rows are read).
     ``settings.workers`` > 1 trains on that many DDP processes for ``settings.epochs`` (no early stop).
+    ``settings.device`` (one process): heads, loss, in-memory features and batches live there during
+    training; the heads (best epoch) end on the CPU whatever the device.
     """
+    device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
-    rng = np.random.default_rng(settings.seed)
     fixed = {m for m, h in heads.items() if m in set(frozen) or not any(p.requires_grad for p in h.parameters())}
     trained = [m for m in heads if m not in fixed]
     params = [p for m in trained for p in heads[m].parameters() if p.requires_grad]
@@ -225,8 +282,26 @@ def train_heads(
         raise ValueError("fewer than 2 rows pair a trained modality with another one: nothing to align")
     if settings.workers > 1 or _launched():  # spawned DDP workers, or this process is a rank of torchrun's job
         return _train_distributed(heads, loss, train, val, settings, progress, frozenset(fixed), val_pairs)
+    try:
+        for h in heads.values():
+            h.to(device)
+        loss.to(device)
+        return _train_local(heads, loss, train, val, settings, progress, fixed, trained, params, usable, device,
+                            val_pairs)
+    finally:  # also after an error: a saved or reused model must not be left on the GPU
+        for h in heads.values():
+            h.to("cpu")
+        loss.to("cpu")
+
+
+def _train_local(heads: dict[str, Head], loss: Loss, train: TrainData, val: TrainData | None,
+                 settings: TrainerSettings, progress: Progress | None, fixed: set[str], trained: list[str],
+                 params: list[torch.nn.Parameter], usable: np.ndarray, device: torch.device,
+                 val_pairs: list[tuple[str, str]] | None) -> TrainResult:
+    """The one-process loop of ``train_heads`` on ``device`` (heads and loss already moved there)."""
+    rng = np.random.default_rng(settings.seed)
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    sources = {m: feature_source(x) for m, x in train.features.items()}
+    sources = {m: feature_source(x, device) for m, x in train.features.items()}  # arrays go to the device once
     present = {m: np.asarray(p, dtype=bool) for m, p in train.present.items()}
     groups = np.asarray(train.groups, dtype=np.int64)
     for m in fixed:
@@ -247,7 +322,7 @@ def train_heads(
                 continue
             opt.zero_grad(set_to_none=True)
             value = backward_batch(heads, loss, sources, present, groups, rows, trained, step,
-                                   settings.grad_chunks, frozenset(fixed))
+                                   settings.grad_chunks, frozenset(fixed), device)
             if value is None:
                 continue
             opt.step()

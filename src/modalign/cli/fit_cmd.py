@@ -67,10 +67,13 @@ def fit_command(
                                 "fixed --epochs, no early stopping"),
     grad_chunks: int = typer.Option(1, "--grad-chunks", help="GradCache: embed each batch in N chunks "
                                     "(large contrastive batches in less memory, ~1 extra forward)"),
+    device: str = typer.Option("cpu", "--device", help="train the heads on cpu | cuda | cuda:N | auto (cuda when "
+                               "available); one process (DDP ranks take one GPU each)"),
 ) -> None:
     """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
     from modalign.align import TrainerSettings, fit, load
     from modalign.align.ddp import fill_once, join_launch, launched, leave_launch
+    from modalign.align.trainer import resolve_device
     from modalign.features import FeatureCache
 
     if (base is None) != (not add):
@@ -89,9 +92,13 @@ def fit_command(
             raise fail(f"--anchor {anchor!r} is not one of --modalities {mods}")
         options["anchor"] = anchor
     settings = TrainerSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                               patience=patience, seed=seed, grad_chunks=grad_chunks, workers=workers)
+                               patience=patience, seed=seed, grad_chunks=grad_chunks, workers=workers, device=device)
     if workers < 1 or grad_chunks < 1:
         raise fail("--workers and --grad-chunks must be at least 1")
+    try:
+        resolve_device(device)  # before encoding anything: a missing GPU should not cost the extraction time
+    except ValueError as exc:
+        raise fail(f"--device: {exc}") from None
     try:
         launch = launched()  # started by torchrun (WORLD_SIZE > 1): this process is one rank
     except ValueError as exc:
