@@ -330,6 +330,7 @@ def part_sweep(path: Path, device: str) -> dict[str, Any]:
             out[key] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300],
                         "where": traceback.format_exc().strip().splitlines()[-3][:200]}
         say(f"sweep {key} on {device}: {out[key]}")
+        check(f"sweep {key} trains on {device}", 0.0 if out[key]["ok"] else 1.0, 0.0)
     return out
 
 

@@ -14,7 +14,7 @@ def gram_volumes(anchor: torch.Tensor, others: list[torch.Tensor]) -> torch.Tens
     cross = torch.stack([anchor @ o.T for o in others], dim=-1)  # (N_i, N_j, k-1)
     # (N_j, k-1, k-1): the other modalities' own Gram block, which does not depend on i
     inner = torch.stack([torch.stack([(o * p).sum(1) for p in others], -1) for o in others], -2)
-    top = torch.cat([torch.ones(n, n, 1, dtype=anchor.dtype), cross], dim=-1)  # (N, N, k)
+    top = torch.cat([torch.ones(n, n, 1, dtype=anchor.dtype, device=anchor.device), cross], dim=-1)  # (N, N, k)
     bottom = torch.cat([cross.unsqueeze(-1), inner.unsqueeze(0).expand(n, -1, -1, -1)], dim=-1)
     gram = torch.cat([top.unsqueeze(2), bottom], dim=2)  # (N, N, k, k)
     return torch.linalg.det(gram).clamp(min=1e-8).sqrt()

@@ -31,7 +31,7 @@ class IntraModalLoss(ModalityRegularizer):
 
     def regularize(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         n = len(z)
-        eye = torch.eye(n, dtype=torch.bool)
+        eye = torch.eye(n, dtype=torch.bool, device=z.device)
         with torch.no_grad():
             cx = centered_unit(x)
             p = torch.softmax((cx @ cx.T / self.temperature).masked_fill(eye, float("-inf")), dim=1)
