@@ -39,6 +39,7 @@ lint: install
 bench: install system-deps
 	$(PY) benchmarks/throughput.py --json benchmarks/throughput-results.json
 	$(PY) benchmarks/ivfpq.py --json benchmarks/ivfpq-results.json
+	$(PY) benchmarks/fit_memory.py --json benchmarks/fit-memory-results.json
 
 # alignment: held-out R@1 learning curves of 9 methods on emoji + icons, 3 seeds (docs/alignment.md)
 bench-align: install system-deps
