@@ -13,6 +13,7 @@ import skimage
 from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
+from helpers.cli import run_cli
 from modalign.cli import app
 
 SAMPLES = {
@@ -65,23 +66,17 @@ def photo_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return manifest
 
 
-def _run(args: list[str]) -> str:
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 @pytest.mark.parametrize("method", ["infonce", "procrustes"])
 def test_fit_eval_on_real_photos(photo_manifest: Path, tmp_path: Path, method: str) -> None:
     cache = tmp_path.parent / "shared-cache"
     model_dir = tmp_path / "model"
-    _run(["fit", "--data", str(photo_manifest), "--modalities", "image,text", "--method", method,
+    run_cli(["fit", "--data", str(photo_manifest), "--modalities", "image,text", "--method", method,
           "--dim", "32", "--holdout", "0.25", "--epochs", "60", "--val-fraction", "0",
           "--cache", str(cache), "--out", str(model_dir)])
     assert {"config.json", "heads.safetensors", "metrics.json"} <= {p.name for p in model_dir.iterdir()}
 
     out_json = tmp_path / "eval.json"
-    text = _run(["eval", "--model", str(model_dir), "--data", str(photo_manifest), "--json", str(out_json),
+    text = run_cli(["eval", "--model", str(model_dir), "--data", str(photo_manifest), "--json", str(out_json),
                  "--cache", str(cache)])
     assert "text->image" in text
     result = json.loads(out_json.read_text())
@@ -95,7 +90,7 @@ def test_fit_eval_on_real_photos(photo_manifest: Path, tmp_path: Path, method: s
 
     # on the concepts it was fitted on, the space must really retrieve (chance R@1 is 1/15)
     train_json = tmp_path / "train.json"
-    _run(["eval", "--model", str(model_dir), "--data", str(photo_manifest), "--split", "train",
+    run_cli(["eval", "--model", str(model_dir), "--data", str(photo_manifest), "--split", "train",
           "--json", str(train_json), "--cache", str(cache)])
     train = json.loads(train_json.read_text())
     assert train["directions"]["text->image"]["R@1"] >= 0.6, train

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from modalign.cli import app
+from helpers.cli import run_cli
 
 EMOJI_CONCEPTS = 16
 
@@ -28,12 +27,6 @@ class EmojiSearch:
     index_dir: Path
     cache_root: Path
     rows: list[dict]
-
-
-def run_cli(args: list[str], code: int = 0) -> str:
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 def emoji_search(tmp_path_factory: pytest.TempPathFactory) -> EmojiSearch:

@@ -11,22 +11,15 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
+from helpers.cli import run_cli
 from helpers.emoji_speech import EmojiSpeech, chance_recall, emoji_speech
 from modalign.align import load
-from modalign.cli import app
 from modalign.data import PairedDataset
 from modalign.evaluation.evaluate import evaluate_detailed
 from modalign.features import FeatureCache
 
 PAIRS = {"image->text", "text->image", "image->audio", "audio->image", "text->audio", "audio->text"}
-
-
-def _run(args: list[str], code: int = 0) -> str:
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +45,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_three_modalities_fit_and_eval(manifest: Path, tmp_path: Path, method: str) -> None:
     cache = manifest.parent.parent / "emoji-speech-cache"
     model_dir = tmp_path / "model"
-    out = _run(["fit", "--data", str(manifest), "--modalities", "image,text,audio",
+    out = run_cli(["fit", "--data", str(manifest), "--modalities", "image,text,audio",
                 "--encoders", "audio=whisper-tiny", "--method", method, "--dim", "64", "--epochs", "60",
                 "--batch-size", "64", "--val-fraction", "0", "--cache", str(cache), "--out", str(model_dir)])
     assert "saved" in out
@@ -62,7 +55,7 @@ def test_three_modalities_fit_and_eval(manifest: Path, tmp_path: Path, method: s
     assert metrics["fit"]["loss"]["name"] == method
 
     eval_json = tmp_path / "eval.json"
-    _run(["eval", "--model", str(model_dir), "--data", str(manifest), "--cache", str(cache),
+    run_cli(["eval", "--model", str(model_dir), "--data", str(manifest), "--cache", str(cache),
           "--json", str(eval_json)])
     payload = json.loads(eval_json.read_text())
     assert set(payload["directions"]) == PAIRS
@@ -76,7 +69,7 @@ def test_three_modalities_fit_and_eval(manifest: Path, tmp_path: Path, method: s
 
 
 def test_gram_anchor_must_be_a_modality(manifest: Path, tmp_path: Path) -> None:
-    out = _run(["fit", "--data", str(manifest), "--modalities", "image,text,audio", "--method", "gram",
+    out = run_cli(["fit", "--data", str(manifest), "--modalities", "image,text,audio", "--method", "gram",
                 "--anchor", "video", "--encoders", "audio=whisper-tiny", "--epochs", "1",
                 "--cache", str(manifest.parent.parent / "emoji-speech-cache"), "--out", str(tmp_path / "m")], code=2)
     assert "video" in out

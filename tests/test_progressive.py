@@ -13,22 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
+from helpers.cli import run_cli
 from helpers.emoji_speech import EmojiSpeech, chance_recall, emoji_speech
 from modalign.align import load
 from modalign.align.progressive import add_modality
 from modalign.align.trainer import TrainerSettings
-from modalign.cli import app
 from modalign.data import PairedDataset
 from modalign.evaluation.evaluate import evaluate_detailed
 from modalign.features import FeatureCache
-
-
-def _run(args: list[str], code: int = 0) -> str:
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == code, result.output
-    return result.output
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +50,9 @@ def manifests(data: EmojiSpeech) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def grown(manifests: dict[str, Path], cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("progressive")
-    _run(["fit", "--data", str(manifests["image_text"]), "--modalities", "image,text", "--dim", "64",
+    run_cli(["fit", "--data", str(manifests["image_text"]), "--modalities", "image,text", "--dim", "64",
           "--epochs", "80", "--val-fraction", "0", "--cache", str(cache_dir), "--out", str(out / "base")])
-    _run(["fit", "--base", str(out / "base"), "--add", "audio", "--data", str(manifests["speech_text"]),
+    run_cli(["fit", "--base", str(out / "base"), "--add", "audio", "--data", str(manifests["speech_text"]),
           "--encoders", "audio=whisper-tiny", "--epochs", "80", "--val-fraction", "0",
           "--cache", str(cache_dir), "--out", str(out / "grown")])
     return {"base": out / "base", "grown": out / "grown"}
@@ -87,7 +80,7 @@ def test_base_heads_are_unchanged_bit_for_bit(grown: dict[str, Path]) -> None:
 def test_image_speech_retrieval_never_paired_beats_chance(grown: dict[str, Path], manifests: dict[str, Path],
                                                           cache_dir: Path, tmp_path: Path) -> None:
     out_json = tmp_path / "eval.json"
-    _run(["eval", "--model", str(grown["grown"]), "--data", str(manifests["image_speech"]),
+    run_cli(["eval", "--model", str(grown["grown"]), "--data", str(manifests["image_speech"]),
           "--cache", str(cache_dir), "--json", str(out_json)])
     payload = json.loads(out_json.read_text())
     assert set(payload["directions"]) == {"image->audio", "audio->image"}
@@ -121,12 +114,12 @@ def test_other_methods_keep_the_space_frozen(grown: dict[str, Path], manifests: 
 
 
 def test_bad_requests_fail_cleanly(grown: dict[str, Path], manifests: dict[str, Path], tmp_path: Path) -> None:
-    out = _run(["fit", "--base", str(grown["base"]), "--add", "text", "--data", str(manifests["speech_text"]),
+    out = run_cli(["fit", "--base", str(grown["base"]), "--add", "text", "--data", str(manifests["speech_text"]),
                 "--out", str(tmp_path / "m")], code=2)
     assert "already in the model" in out
-    out = _run(["fit", "--base", str(grown["base"]), "--data", str(manifests["speech_text"]),
+    out = run_cli(["fit", "--base", str(grown["base"]), "--data", str(manifests["speech_text"]),
                 "--out", str(tmp_path / "m")], code=2)
     assert "--base and --add go together" in out
-    out = _run(["fit", "--base", str(grown["base"]), "--add", "audio", "--method", "gram",
+    out = run_cli(["fit", "--base", str(grown["base"]), "--add", "audio", "--method", "gram",
                 "--data", str(manifests["speech_text"]), "--out", str(tmp_path / "m")], code=2)
     assert "supports infonce" in out

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from typer.testing import CliRunner
 
-from modalign.cli import app
+from helpers.cli import run_cli
 
 PHOTOS = {  # file: (caption, category)
     "astronaut.png": ("an astronaut in a white space suit with the american flag", "space"),
@@ -74,12 +73,6 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(manifest, feature cache dir) shared by every test module of the session."""
     base = tmp_path_factory.getbasetemp()
     return build_photo_manifest(base / "labelled-photos"), base / "photo-feature-cache"
-
-
-def run_cli(args: list[str]) -> str:
-    result = CliRunner().invoke(app, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def fit_model(manifest: Path, cache: Path, out: Path, method: str, *extra: str) -> Path:
