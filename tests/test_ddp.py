@@ -69,3 +69,22 @@ def test_ddp_learnable_temperature_and_untrained_copy_differ(emoji_pairs):
     res = train_ddp(heads, loss, emoji_pairs, TrainerSettings(epochs=2, batch_size=48, seed=1), workers=2)
     assert res.max_rank_divergence == 0.0
     assert float((heads["a"].linear.weight.detach() - before).abs().max()) > 1e-4
+
+
+def test_train_loop_frees_its_ddp_wrapper_before_returning(emoji_pairs, tmp_path):
+    """The cause of a rare SIGABRT of a spawned worker ("terminate called without an active exception"):
+    the DDP wrapper lives in a reference cycle that holds the gloo process group, so unless train_loop frees
+    it, it can be collected only during interpreter exit, where gloo's teardown aborts the process."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    from helpers.ddp_lifetime import rank_main
+    from modalign.align.losses.combined import build_loss
+    from modalign.align.trainer import TrainerSettings
+
+    settings = TrainerSettings(epochs=1, batch_size=32, seed=0)
+    mp.spawn(rank_main, args=(2, str(tmp_path / "store"), _heads(emoji_pairs), build_loss("infonce"), emoji_pairs,
+                              settings, str(tmp_path)), nprocs=2, join=True)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert reports == [{"ddp_alive": 0}, {"ddp_alive": 0}]

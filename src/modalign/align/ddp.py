@@ -18,6 +18,7 @@ and runs the same ``train_loop`` on ``cuda:LOCAL_RANK`` (NCCL) or the CPU (gloo)
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import logging
 import os
@@ -210,43 +211,52 @@ def train_loop(heads: dict[str, Head], loss: Loss, train: TrainData, settings: T
     usable = np.flatnonzero((n_mod >= 2) & np.any([train.present[m] for m in trained], axis=0))
     history: list[float] = []
     step = 0
-    for _epoch in range(settings.epochs):
-        module.train()
-        order = rng.permutation(usable)
-        losses = []
-        for start in range(0, len(order), settings.batch_size):
-            rows_np = order[start : start + settings.batch_size]
-            rows_np = rows_np[: len(rows_np) // world * world]
-            if len(rows_np) < 2:
-                continue
-            rows = torch.as_tensor(rows_np, device=device)
-            per = len(rows) // world
-            x = {m: take_rows(feats[m], rows_np, device) for m in heads}
-            z_local = module({m: x[m][rank * per : (rank + 1) * per] for m in trained})
-            with torch.no_grad():
-                z_fixed = {m: F.normalize(heads[m](x[m]), dim=1) for m in fixed}
-            z = {m: z_fixed[m] if m in fixed else _gather(z_local[m], rank, world) for m in heads}
-            batch = Batch(z=z, x=x, present={m: present[m][rows] for m in heads},
-                          groups=groups[rows], step=step, frozen=frozenset(fixed))
-            total = loss.batch_loss(batch)
-            if total is None:
-                continue
-            for m in trained:
-                aux = heads[m].auxiliary_loss()
-                if aux is not None:
-                    total = total + aux
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if world > 1:
-                # DDP averaged Σ-parts of one loss: × W restores the full gradient of the heads
-                for p in params:
-                    if p.grad is not None:
-                        p.grad.mul_(world)
-                _average_grads(loss_params, world)
-            opt.step()
-            losses.append(float(total.detach()))
-            step += 1
-        history.append(float(np.mean(losses)) if losses else float("nan"))
+    try:
+        for _epoch in range(settings.epochs):
+            module.train()
+            order = rng.permutation(usable)
+            losses = []
+            for start in range(0, len(order), settings.batch_size):
+                rows_np = order[start : start + settings.batch_size]
+                rows_np = rows_np[: len(rows_np) // world * world]
+                if len(rows_np) < 2:
+                    continue
+                rows = torch.as_tensor(rows_np, device=device)
+                per = len(rows) // world
+                x = {m: take_rows(feats[m], rows_np, device) for m in heads}
+                z_local = module({m: x[m][rank * per : (rank + 1) * per] for m in trained})
+                with torch.no_grad():
+                    z_fixed = {m: F.normalize(heads[m](x[m]), dim=1) for m in fixed}
+                z = {m: z_fixed[m] if m in fixed else _gather(z_local[m], rank, world) for m in heads}
+                batch = Batch(z=z, x=x, present={m: present[m][rows] for m in heads},
+                              groups=groups[rows], step=step, frozen=frozenset(fixed))
+                total = loss.batch_loss(batch)
+                if total is None:
+                    continue
+                for m in trained:
+                    aux = heads[m].auxiliary_loss()
+                    if aux is not None:
+                        total = total + aux
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if world > 1:
+                    # DDP averaged Σ-parts of one loss: × W restores the full gradient of the heads
+                    for p in params:
+                        if p.grad is not None:
+                            p.grad.mul_(world)
+                    _average_grads(loss_params, world)
+                opt.step()
+                losses.append(float(total.detach()))
+                step += 1
+            history.append(float(np.mean(losses)) if losses else float("nan"))
+    finally:
+        if world > 1:
+            # DDP sits in a reference cycle (its hooks hold it), and through its reducer it holds the process
+            # group and gloo's pending work. Left to the cyclic GC it can outlive destroy_process_group and be
+            # freed during interpreter exit, where gloo's teardown aborts the worker with SIGABRT ("terminate
+            # called without an active exception"). Free it now, while the interpreter is whole.
+            del module
+            gc.collect()
     for h in heads.values():
         h.eval()
     return history
@@ -286,6 +296,7 @@ def _worker(rank: int, world: int, port: int, backend: str, heads: dict[str, Hea
         save_file(_state(heads, loss), str(Path(out_dir) / f"rank{rank}.safetensors"))
         if rank == 0:
             (Path(out_dir) / "history.json").write_text(json.dumps(history))
+        dist.barrier()  # no rank tears the group down while another is still in a collective
     finally:
         dist.destroy_process_group()
 
