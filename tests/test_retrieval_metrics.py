@@ -62,3 +62,16 @@ def test_mutual_knn_hand_case() -> None:
     # A: 0<->1, 2<->3 ; B: 0<->2, 1<->3
     assert mutual_knn(a, b, k=1) == pytest.approx(0.0)
     assert mutual_knn(a, a[[1, 0, 3, 2]][[1, 0, 3, 2]], k=1) == 1.0
+
+
+def test_a_nan_similarity_never_counts_as_a_hit():
+    from modalign.evaluation.retrieval import first_positive_ranks
+
+    nan = float("nan")
+    rel = np.array([[True, False, False], [False, True, False], [True, False, False]])
+    sim = np.array([[nan, 0.1, 0.2],  # NaN positive: ranked after every negative
+                    [0.9, 0.5, nan],  # NaN negative: counts above the positive
+                    [0.3, nan, nan]])  # NaN negatives: both above
+    assert first_positive_ranks(sim, rel).tolist() == [3, 3, 3]
+    all_nan = np.full((2, 2), nan)
+    assert first_positive_ranks(all_nan, np.eye(2, dtype=bool)).tolist() == [2, 2]

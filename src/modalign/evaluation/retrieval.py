@@ -22,6 +22,10 @@ def first_positive_ranks(similarity: np.ndarray, relevant: np.ndarray, chunk: in
     ranks = np.zeros(len(sim), dtype=np.int64)
     for start in range(0, len(sim), chunk):
         s, r = sim[start : start + chunk], rel[start : start + chunk]
+        # a NaN score never helps its query: a NaN positive scores last, a NaN negative ranks above it
+        nan = np.isnan(s)
+        if nan.any():
+            s = np.where(nan, np.where(r, -np.inf, np.inf), s)
         best_pos = np.where(r, s, -np.inf).max(axis=1)
         # pessimistic ties: every non-relevant item scoring >= the best positive is ranked above it
         above = ((s >= best_pos[:, None]) & ~r).sum(axis=1)

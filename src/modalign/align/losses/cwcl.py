@@ -65,6 +65,7 @@ class CWCLLoss(PairLoss):
     def forward(self, za: torch.Tensor, zb: torch.Tensor, batch: PairBatch) -> torch.Tensor:
         logits = self.scale() * za @ zb.T
         w = self.weights(batch)
-        targets = w / w.sum(1, keepdim=True)
-        # w is symmetric, so the V→U direction uses the same weights on the transposed logits
-        return 0.5 * (soft_cross_entropy(logits, targets) + soft_cross_entropy(logits.T, targets.T))
+        # each direction normalises its own rows: (w / w.sum(1)).T has column sums of 1, not row sums, and
+        # would give the V→U targets a total mass of 0.8–1.2 instead of a distribution
+        return 0.5 * (soft_cross_entropy(logits, w / w.sum(1, keepdim=True))
+                      + soft_cross_entropy(logits.T, w.T / w.T.sum(1, keepdim=True)))
