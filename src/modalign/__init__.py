@@ -17,12 +17,16 @@ _LAZY = {
     "load": "modalign.align.model",
     "PairedDataset": "modalign.data.dataset",
     "evaluate": "modalign.evaluation.evaluate",
+    "Encoder": "modalign.encoders.base",
+    "list_encoders": "modalign.encoders.catalog",
 }
 
 if TYPE_CHECKING:
     from modalign.align.fit import fit
     from modalign.align.model import AlignedModel, load
     from modalign.data.dataset import PairedDataset
+    from modalign.encoders.base import Encoder
+    from modalign.encoders.catalog import list_encoders
     from modalign.evaluation.evaluate import evaluate
 
 
@@ -32,4 +36,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'modalign' has no attribute {name!r}")
 
 
-__all__ = ["AlignedModel", "PairedDataset", "evaluate", "fit", "load"]
+__all__ = ["AlignedModel", "Encoder", "PairedDataset", "evaluate", "fit", "list_encoders", "load"]

@@ -14,7 +14,7 @@ from modalign.align.methods import METHODS, FitContext
 from modalign.align.model import AlignedModel, Branch
 from modalign.align.trainer import TrainData, TrainerSettings
 from modalign.data.dataset import PairedDataset, RowError, split_indices
-from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, Encoder, get_encoder
+from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, Encoder, EncoderChoice, get_encoder, split_choice
 from modalign.features import FeatureCache, extract
 from modalign.features.reader import CorruptShardError, matrix_for_keys
 
@@ -24,12 +24,15 @@ Progress = Callable[[str, int, int], None]
 LayerChoice = Literal["last", "auto"] | Mapping[str, str]
 
 
-def resolve_encoder(dataset: PairedDataset, modality: str, name: str | None = None) -> tuple[str, dict[str, Any]]:
-    """Encoder name + config for a modality (default by kind; vector dim read from the data)."""
+def resolve_encoder(dataset: PairedDataset, modality: str,
+                    name: EncoderChoice | None = None) -> tuple[str, dict[str, Any]]:
+    """Encoder spec + options for a modality (default by kind; vector dim read from the data).
+
+    ``name`` is a spec (``minilm``, ``hf:PATH``...), ``(spec, {options})`` or an encoder object.
+    """
     kind = dataset.kind(modality)
-    name = name or DEFAULT_ENCODER_FOR_KIND[kind]
-    config: dict[str, Any] = {}
-    if name == "vectors":
+    name, config = split_choice(name or DEFAULT_ENCODER_FOR_KIND[kind])
+    if name == "vectors" and "dim" not in config:
         first = next((v for v in dataset.columns[modality] if v is not None), None)
         if first is None:
             raise ValueError(f"modality {modality!r} has no values")
@@ -166,7 +169,7 @@ def fit(
     dataset: PairedDataset,
     modalities: Sequence[str],
     *,
-    encoders: Mapping[str, str] | None = None,
+    encoders: Mapping[str, EncoderChoice] | None = None,
     method: str = "infonce",
     head: str = "linear",
     head_options: Mapping[str, Any] | None = None,
@@ -204,7 +207,8 @@ def fit(
     cache = cache if cache is not None else FeatureCache()
 
     specs = {m: resolve_encoder(dataset, m, encoders.get(m)) for m in modalities}
-    encs = {m: get_encoder(name, **cfg) for m, (name, cfg) in specs.items()}
+    given = {m: e for m, e in encoders.items() if isinstance(e, Encoder)}  # objects are used as they are
+    encs = {m: given.get(m) or get_encoder(name, **cfg) for m, (name, cfg) in specs.items()}
     for m, enc in encs.items():
         if enc.kind != dataset.kind(m):
             raise ValueError(f"encoder {enc.name!r} reads {enc.kind}, but modality {m!r} is {dataset.kind(m)}")
@@ -226,8 +230,8 @@ def fit(
                         settings=settings, options=options, locked=locked, progress=progress)
     heads, info = result.heads, dict(result.info)
     out_dim = next(iter(heads.values())).out_dim
-    branches = {m: Branch(m, dataset.kind(m), specs[m][0], specs[m][1], result.chosen[m], heads[m])
-                for m in modalities}
+    branches = {m: Branch(m, dataset.kind(m), specs[m][0], specs[m][1], result.chosen[m], heads[m],
+                          encoder_weights=encs[m].weights_sha256) for m in modalities}
     history = info.pop("history", None)
     training = {
         "method": method, "head": head, "head_options": dict(head_options or {}), "dim": out_dim,

@@ -35,10 +35,14 @@ class Branch:
     encoder_config: dict[str, Any]
     layer: str
     head: Head
+    #: sha256 of the encoder's weight files (None for built-ins, whose pip package pins them)
+    encoder_weights: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "encoder": {"name": self.encoder, "config": self.encoder_config},
-                "layer": self.layer, "head": self.head.config()}
+        encoder: dict[str, Any] = {"name": self.encoder, "config": self.encoder_config}
+        if self.encoder_weights is not None:
+            encoder["weights_sha256"] = self.encoder_weights
+        return {"kind": self.kind, "encoder": encoder, "layer": self.layer, "head": self.head.config()}
 
 
 @dataclass
@@ -73,10 +77,12 @@ class AlignedModel:
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
     def encoder_for(self, modality: str):
-        from modalign.encoders import get_encoder
+        from modalign.encoders import check_weights, get_encoder
 
         b = self.branch(modality)
-        return get_encoder(b.encoder, **b.encoder_config)
+        encoder = get_encoder(b.encoder, **b.encoder_config)
+        check_weights(b.encoder, encoder, b.encoder_weights)  # same path, other weights: refuse, never mix
+        return encoder
 
     def encode(
         self,
@@ -138,7 +144,8 @@ class AlignedModel:
                 head.load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise ConfigError(f"{folder}: weights of modality {m!r} do not match its head: {exc}") from None
-            branches[m] = Branch(m, spec.kind, spec.encoder.name, spec.encoder.config, spec.layer, head.eval())
+            branches[m] = Branch(m, spec.kind, spec.encoder.name, spec.encoder.config, spec.layer, head.eval(),
+                                 encoder_weights=spec.encoder.weights_sha256)
         metrics_path = folder / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
         return cls(branches=branches, dim=cfg.dim, method=cfg.method, training=cfg.training, metrics=metrics)

@@ -14,6 +14,8 @@ class EncoderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     config: dict[str, Any] = {}
+    #: sha256 of the encoder's weight files when it has some (path specs, plugins): checked on recreation
+    weights_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class BranchSpec(BaseModel):

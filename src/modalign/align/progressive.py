@@ -23,7 +23,7 @@ from modalign.align.methods import DEFAULTS, GRIDS
 from modalign.align.model import AlignedModel, Branch
 from modalign.align.trainer import TrainData, TrainerSettings, train_heads, validation_score
 from modalign.data.dataset import PairedDataset, RowError, split_indices
-from modalign.encoders import get_encoder
+from modalign.encoders import EncoderChoice, get_encoder
 from modalign.features import FeatureCache
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def add_modality(
     dataset: PairedDataset,
     modality: str,
     *,
-    encoder: str | None = None,
+    encoder: EncoderChoice | None = None,
     partners: Sequence[str] | None = None,
     method: str = "infonce",
     head: str = "linear",
@@ -140,7 +140,7 @@ def add_modality(
 
     branches = dict(base.branches)  # the space's own branches, untouched
     branches[modality] = Branch(modality, dataset.kind(modality), enc_name, enc_cfg, new_layer,
-                                heads[modality].eval())
+                                heads[modality].eval(), encoder_weights=enc.weights_sha256)
     stage = {"added": modality, "partners": partners, "method": method, "head": heads[modality].config()["name"],
              "head_options": dict(head_options or {}), "options": opts, "layer": new_layer,
              "layers": layer, "settings": vars(settings), "val_fraction": val_fraction,

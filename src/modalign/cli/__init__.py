@@ -7,11 +7,14 @@ import os
 
 import typer
 
+from modalign import __version__
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from modalign.cli.datasets_cmd import datasets_app
 from modalign.cli.demo_cmd import demo_command
+from modalign.cli.encoders_cmd import encoders_app
 from modalign.cli.eval_cmd import eval_command
 from modalign.cli.fit_cmd import fit_command
 from modalign.cli.index_cmd import index_command
@@ -26,6 +29,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(datasets_app, name="datasets")
+app.add_typer(encoders_app, name="encoders")
 app.command("fit")(fit_command)
 app.command("eval")(eval_command)
 app.command("demo")(demo_command)
@@ -34,7 +38,17 @@ app.command("index")(index_command)
 app.command("serve")(serve_command)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"modalign {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="log what the library does")) -> None:
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log what the library does"),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

@@ -11,6 +11,7 @@ import typer
 
 from modalign.cli._common import holdout_part, load_dataset, parse_list, parse_mapping
 from modalign.cli._ui import console, fail, progress_bars, report_skipped, write_errors
+from modalign.cli.encoder_options import encoder_choices
 from modalign.errors import ModalignError
 
 
@@ -32,7 +33,10 @@ def fit_command(
     data: Path = typer.Option(..., "--data", help="manifest (JSONL, CSV or Parquet)", exists=True, dir_okay=False),
     out: Path = typer.Option(..., "--out", help="model directory to write"),
     modalities: str = typer.Option("", "--modalities", help="comma-separated modality fields, e.g. image,text"),
-    encoders: str = typer.Option("", "--encoders", help="MODALITY=ENCODER,... (default by kind)"),
+    encoders: str = typer.Option("", "--encoders", help="MODALITY=SPEC,...: a built-in or plugin name, hf:PATH, "
+                                 "st:PATH, onnx:PATH or py:MODULE:FACTORY (default by kind)"),
+    encoder_option: list[str] = typer.Option(None, "--encoder-option", help="MODALITY.KEY=VALUE encoder option "
+                                             "(repeat), e.g. text.pooling=cls"),
     method: str = typer.Option(
         "infonce", "--method", help="infonce | siglip | cwcl | gram | symile (trained) or procrustes | cca | ridge"),
     head: str = typer.Option("linear", "--head", help="head for trained methods: linear | mlp | moe"),
@@ -74,6 +78,7 @@ def fit_command(
     from modalign.align import TrainerSettings, fit, load
     from modalign.align.ddp import fill_once, join_launch, launched, leave_launch
     from modalign.align.trainer import resolve_device
+    from modalign.encoders import DEFAULT_ENCODER_FOR_KIND
     from modalign.features import FeatureCache
 
     if (base is None) != (not add):
@@ -117,6 +122,9 @@ def fit_command(
     base_holdout = (base_model.training.get("holdout") or {}) if base_model is not None else {}
     fraction = holdout if holdout is not None else float(base_holdout.get("fraction", 0.0))
     train = holdout_part(ds, fraction, seed, "train")
+    wanted = [*mods, add] if add else mods
+    enc_map = encoder_choices(encoders, encoder_option, wanted,
+                              {m: DEFAULT_ENCODER_FOR_KIND[ds.kind(m)] for m in wanted if m in ds.columns})
     if main:
         out.mkdir(parents=True, exist_ok=True)
     try:
@@ -125,7 +133,7 @@ def fit_command(
         with progress_bars() if main else contextlib.nullcontext(_no_progress) as update:
             if backend != "local" or launch is not None:
                 def prefill() -> None:
-                    _prefill(train, mods or [add], parse_mapping(encoders, "--encoders"), FeatureCache(cache),
+                    _prefill(train, mods or [add], enc_map, FeatureCache(cache),
                              backend, ray_address, ray_workers, update)
 
                 # under a launcher rank 0 (then each other node's local rank 0) encodes while the others
@@ -134,7 +142,6 @@ def fit_command(
             if base_model is not None:
                 from modalign.align.progressive import add_modality
 
-                enc_map = parse_mapping(encoders, "--encoders")
                 layer = layers if layers in ("last", "auto") else parse_mapping(layers, "--layers").get(add, "last")
                 model = add_modality(
                     base_model, train, add, encoder=enc_map.get(add), partners=parse_list(partners) or None,
@@ -144,7 +151,7 @@ def fit_command(
                 )
             else:
                 model = fit(
-                    train, mods, encoders=parse_mapping(encoders, "--encoders"), method=method, head=head,
+                    train, mods, encoders=enc_map, method=method, head=head,
                     head_options=parse_options(head_option, "--head-option"), dim=dim, layers=_layers(layers),
                     cache=FeatureCache(cache), val_fraction=val_fraction, settings=settings, options=options,
                     locked=parse_list(lock), on_error=on_error, progress=update,  # type: ignore[arg-type]
@@ -169,7 +176,7 @@ def fit_command(
     _summary(model, out, method, add)
 
 
-def _prefill(ds: Any, mods: list[str], enc_map: dict[str, str], cache: Any, backend: str, address: str | None,
+def _prefill(ds: Any, mods: list[str], enc_map: dict[str, Any], cache: Any, backend: str, address: str | None,
              workers: int, update: Any) -> None:
     """Encode every modality on the chosen backend into the cache; ``fit`` then reads it from there."""
     from modalign.align.fit import resolve_encoder

@@ -58,8 +58,13 @@ def serve_command(
     if index.model is not None:
         with console.status("loading encoders"):
             # load weights before listening, so the first search is not the slow one
-            for modality in index.model.modalities:
-                index.model.encoder_for(modality)
+            try:
+                for modality in index.model.modalities:
+                    index.model.encoder_for(modality)
+            except (ModalignError, ValueError, KeyError) as exc:
+                # a path gone, a plugin not installed or changed weights: say which spec, not a traceback
+                message = str(exc).strip("'\"")
+                raise fail(f"modality {modality!r}: {message}") from None
     console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {index.backend}) on http://{host}:{port}/",
                   highlight=False)
     # idle keep-alive connections are closed after 5 s, so parked clients do not pile up

@@ -7,18 +7,28 @@ files, a 1-D ``np.ndarray`` for vectors. Encoders never update weights.
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from modalign.encoders.errors import EncoderLoadError
+from modalign.encoders.weights import files_sha256
 
 ProgressCallback = Callable[[int], None]
 """Called with the number of items just finished."""
 
 
 class Encoder(ABC):
-    """Base class: subclasses set the class attributes and implement ``_encode_batch``."""
+    """Base class: subclasses set the class attributes and implement ``_encode_batch``.
+
+    This is the public extension point (``modalign.Encoder``): implement ``dim``, ``layers`` and
+    ``_encode_batch``; return constructor options from ``config`` and weight files from
+    ``weight_files`` so saved models can be recreated and checked (see docs/encoders.md).
+    """
 
     #: registry name (``minilm``, ``dinov2-s`` ...)
     name: ClassVar[str]
@@ -50,13 +60,30 @@ class Encoder(ABC):
 
     @property
     def cache_id(self) -> str:
-        """Identifies the features this encoder produces (name, version, options)."""
+        """Identifies the features this encoder produces (name, version, options, weights hash)."""
         opts = "".join(f",{k}={v}" for k, v in sorted(self.config().items()))
-        return f"{self.name}@{self.version}{opts}"
+        weights = self.weights_sha256
+        # built-ins have no weight files here (their pip package version pins them): id unchanged
+        return f"{self.name}@{self.version}{opts}" + (f"#{weights[:16]}" if weights else "")
 
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments needed to rebuild this encoder (JSON-serialisable)."""
         return {}
+
+    def weight_files(self) -> Sequence[Path]:
+        """Files whose content defines the features (hashed into ``weights_sha256``); none by default."""
+        return ()
+
+    @property
+    def weights_sha256(self) -> str | None:
+        """sha256 over ``weight_files`` (memoised per path, mtime and size), or None without files."""
+        files = list(self.weight_files())
+        if not files:
+            return None
+        try:
+            return files_sha256(files, Path(os.path.commonpath([f.parent for f in files])))
+        except FileNotFoundError as exc:
+            raise EncoderLoadError(f"encoder {self.name!r}: weight file {exc.filename} is missing") from None
 
     @abstractmethod
     def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
@@ -27,17 +28,15 @@ def _freeze(config: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 @lru_cache(maxsize=16)
 def _cached(name: str, frozen: tuple[tuple[str, Any], ...], config_json: str) -> Encoder:
-    import json
-
     return ENCODERS.create(name, **json.loads(config_json))
 
 
 def get_encoder(name: str, **config: Any) -> Encoder:
-    """Return a (process-wide shared) encoder instance; loading weights happens once."""
-    import json
+    """A shared instance of a *built-in* encoder by name.
 
-    # importing the implementations registers them
-    import modalign.encoders  # noqa: F401
-
+    ``modalign.encoders.get_encoder`` (``encoders/spec.py``) is the one to use: it takes every spec
+    (``hf:``, ``st:``, ``onnx:``, ``py:``, plugins), checks options and reloads changed weights. The
+    built-ins are registered before this runs: importing this module runs ``modalign/encoders/__init__``.
+    """
     ENCODERS.get(name)  # raises a clear error for an unknown name
     return _cached(name, _freeze(config), json.dumps(config, sort_keys=True))

@@ -111,3 +111,26 @@ def embed_query(model: Any, query: Any, modality: str | None, dim: int) -> tuple
         m = branch_of_kind(model, found[0], modality)
         return m, _encode(model, m, path)
     raise QueryError(f"cannot search with a query of type {type(query).__name__}")
+
+
+def vector_modality(model: Any, modality: str | None) -> tuple[str, int]:
+    """(modality, feature dim) a raw feature vector query is read in: ``modality`` when given, else the
+    model's first vector-kind modality. The vector is in that encoder's feature space (the head's input)."""
+    if model is None:
+        raise QueryError("this index has no model: a feature vector cannot be mapped into the space")
+    if modality is None:
+        modality = branch_of_kind(model, "vector", None)
+    elif modality not in model.branches:
+        raise QueryError(f"the index has no modality {modality!r}; it has {model.modalities}")
+    return modality, int(model.branch(modality).head.in_dim)
+
+
+def embed_vector(model: Any, values: Any, modality: str | None = None) -> tuple[str, np.ndarray]:
+    """A feature vector of ``modality``'s encoder (e.g. a precomputed-vector column) → (modality, unit embedding)."""
+    m, dim = vector_modality(model, modality)
+    vec = np.asarray(values, dtype=np.float32).reshape(-1)
+    if vec.shape != (dim,):
+        raise QueryError(f"modality {m!r} takes {dim}-value feature vectors, got {vec.size}")
+    if not np.all(np.isfinite(vec)):
+        raise QueryError("the feature vector must be finite")
+    return m, model.embed_features(m, vec[None])[0]

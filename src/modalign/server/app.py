@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from modalign.errors import ItemError
 from modalign.search import Index, QueryError
 from modalign.search.hit import Hit
-from modalign.search.query import branch_of_kind
+from modalign.search.query import branch_of_kind, embed_vector, vector_modality
 from modalign.search.routing import ROUTINGS
 from modalign.search.sniff import HEAD_BYTES, sniff, sniff_file
 from modalign.server.schemas import SearchRequest, SearchResponse, SearchResult, ServerSettings, multipart_schema
@@ -117,6 +117,8 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
                 raise HTTPException(404, f"no item {req.id!r} in the index") from None
         elif data is not None:
             modality, vec = idx.embed_query(data, req.query_modality)
+        elif req.vector is not None:
+            modality, vec = embed_vector(idx.model, req.vector, req.query_modality)
         else:
             # a text stays text: the library would read a str as a file path for image/audio modalities
             if idx.model is None:
@@ -149,12 +151,21 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
             req = SearchRequest.model_validate(fields)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False)) from None
-        given = [name for name, v in (("text", req.text), ("file", data), ("id", req.id)) if v is not None]
+        given = [name for name, v in (("text", req.text), ("file", data), ("id", req.id), ("vector", req.vector))
+                 if v is not None]
         if len(given) != 1:
-            raise HTTPException(422, "give exactly one of 'text', 'file' or 'id'"
+            raise HTTPException(422, "give exactly one of 'text', 'file', 'id' or 'vector'"
                                 + (f" (got {', '.join(given)})" if given else ""))
         if req.k > cfg.max_k:
             raise HTTPException(422, f"k must be at most {cfg.max_k}, got {req.k}")
+        if req.vector is not None:
+            try:
+                vec_modality, vec_dim = vector_modality(idx.model, req.query_modality)
+            except QueryError as exc:
+                raise HTTPException(422, str(exc)) from None
+            if len(req.vector) != vec_dim:
+                raise HTTPException(422, f"'vector' has {len(req.vector)} values; modality {vec_modality!r} "
+                                         f"takes {vec_dim}")
         if req.text is not None and len(req.text) > cfg.max_text_chars:
             raise HTTPException(422, f"text is {len(req.text)} characters; the limit is {cfg.max_text_chars}")
         if data is not None:

@@ -24,11 +24,16 @@ class ServerSettings:
 
 
 class SearchRequest(BaseModel):
-    """Exactly one of ``text``, ``id`` (an indexed item: "more like this") or, in multipart form, ``file``."""
+    """Exactly one of ``text``, ``id`` (an indexed item: "more like this"), ``vector`` (JSON only) or, in
+    multipart form, ``file``."""
 
     model_config = ConfigDict(extra="forbid")
     text: str | None = Field(None, description="text query")
     id: str | None = Field(None, description="search with the vector of this indexed item")
+    vector: list[float] | None = Field(
+        None, max_length=65536, description="a feature vector in the encoder space of `query_modality` (default: "
+        "the first vector-kind modality); it goes through that modality's head, so its length must be the "
+        "encoder's dimension (422 otherwise)")
     k: int = Field(10, ge=1, description="results wanted (at most the server's max_k, 1000 by default)")
     modalities: list[str] | None = Field(None, description="target modalities (default: all, or per routing)")
     routing: Literal["calibrated", "raw", "route"] = "calibrated"

@@ -1,0 +1,78 @@
+"""A transformers text model from a local folder: every hidden state is a layer, mean or CLS pooled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modalign.encoders.base import Encoder
+from modalign.encoders.weights import weight_files
+from modalign.errors import ItemError
+
+POOLINGS = ("mean", "cls")
+
+
+class HFTextEncoder(Encoder):
+    """Layers ``emb`` (embedding output) and ``layer1``..``layerN``; the last is the default.
+
+    ``pooling="mean"`` (default) averages real tokens, as sentence encoders are trained; ``"cls"``
+    takes token 0, for models trained with a classification token. ``max_length`` truncates.
+    """
+
+    name = "hf-text"
+    kind = "text"
+    version = "1"
+    batch_size = 64
+
+    def __init__(self, path: Path, pooling: str = "mean", max_length: int = 512) -> None:
+        if pooling not in POOLINGS:
+            raise ValueError(f"hf: text pooling must be one of {POOLINGS}, got {pooling!r}")
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # the library never prints
+        self.path = Path(path)
+        self.pooling = pooling
+        self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        self.max_length = int(min(max_length, getattr(self._tokenizer, "model_max_length", max_length)))
+        self._torch = torch
+        n_hidden = int(self._model.config.num_hidden_layers)
+        self._layers = ("emb", *(f"layer{i}" for i in range(1, n_hidden + 1)))
+
+    @property
+    def dim(self) -> int:
+        return int(self._model.config.hidden_size)
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        return self._layers
+
+    def config(self) -> dict[str, Any]:
+        return {"pooling": self.pooling, "max_length": self.max_length}
+
+    def weight_files(self) -> Sequence[Path]:
+        return weight_files(self.path)
+
+    def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        texts = []
+        for item in items:
+            if not isinstance(item, str):
+                raise ItemError(item, f"text encoder got {type(item).__name__}, expected str")
+            texts.append(item)
+        torch = self._torch
+        tok = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            out = self._model(**tok, output_hidden_states=True)
+        mask = tok["attention_mask"].unsqueeze(-1).to(torch.float32)
+        denom = mask.sum(1).clamp(min=1.0)
+        result = {}
+        for layer in layers:
+            hidden = out.hidden_states[self._layers.index(layer)]
+            pooled = hidden[:, 0] if self.pooling == "cls" else (hidden * mask).sum(1) / denom
+            result[layer] = pooled.numpy().astype(np.float32)
+        return result

@@ -1,0 +1,145 @@
+"""Encoder specs: the strings (and ``(spec, options)`` pairs) that name an encoder everywhere.
+
+========================  ==============================================================
+``minilm``, ``dinov2-s``  a built-in encoder (``modalign encoders list``)
+``NAME``                  an installed plugin (entry point group ``modalign.encoders``)
+``hf:PATH``               a local Hugging Face transformers folder (text or vision)
+``st:PATH``               a local sentence-transformers folder
+``onnx:PATH``             an ONNX image model file
+``py:MODULE:FACTORY``     a callable returning a ``modalign.Encoder``
+========================  ==============================================================
+
+Paths are made absolute when a model is fitted, so the saved spec recreates the encoder from any
+working directory. Options are keyword arguments of the encoder; an unknown one is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from modalign.encoders.base import Encoder
+from modalign.encoders.errors import EncoderLoadError, check_options
+from modalign.encoders.hf import hf_encoder
+from modalign.encoders.onnx_file import OnnxImageEncoder
+from modalign.encoders.plugins import call_factory, load_factory, load_plugin, plugin_entry_points
+from modalign.encoders.registry import ENCODERS
+from modalign.encoders.st import SentenceTransformerEncoder
+from modalign.encoders.weights import path_stamp
+
+PATH_SCHEMES = ("hf", "st", "onnx")
+SCHEMES = (*PATH_SCHEMES, "py", "plugin")
+
+#: what ``fit(encoders=...)`` takes per modality: a spec, a spec with options, or an encoder object
+EncoderChoice = str | tuple[str, Mapping[str, Any]] | Encoder
+
+_LIVE: OrderedDict[tuple[Any, ...], Encoder] = OrderedDict()
+_LIVE_MAX = 16
+_GUARD = threading.Lock()
+
+
+def split_spec(spec: str) -> tuple[str | None, str]:
+    """``hf:/x`` → ("hf", "/x"); a bare name → (None, name)."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise EncoderLoadError(f"encoder spec must be a non-empty string, got {spec!r}")
+    scheme, sep, target = spec.strip().partition(":")
+    if sep and scheme in SCHEMES:
+        if not target:
+            raise EncoderLoadError(f"encoder {spec!r}: nothing after {scheme}:")
+        return scheme, target
+    return None, spec.strip()
+
+
+def canonical_spec(spec: str) -> str:
+    """The spec to save: path specs with an absolute path; the others unchanged."""
+    scheme, target = split_spec(spec)
+    if scheme in PATH_SCHEMES:
+        return f"{scheme}:{Path(target).expanduser().resolve()}"
+    return spec.strip()
+
+
+def split_choice(choice: EncoderChoice) -> tuple[str, dict[str, Any]]:
+    """(spec, options) of one ``fit(encoders=...)`` entry; an encoder object gives its name and config."""
+    if isinstance(choice, Encoder):
+        return choice.name, choice.config()
+    if isinstance(choice, tuple):
+        if len(choice) != 2 or not isinstance(choice[0], str) or not isinstance(choice[1], Mapping):
+            raise EncoderLoadError(f"encoder {choice!r}: expected (spec, {{options}})")
+        return canonical_spec(choice[0]), dict(choice[1])
+    if isinstance(choice, str):
+        return canonical_spec(choice), {}
+    raise EncoderLoadError(f"encoder must be a spec string, (spec, options) or a modalign.Encoder, got "
+                           f"{type(choice).__name__}")
+
+
+def _stamp(scheme: str | None, target: str, spec: str) -> tuple[Any, ...]:
+    if scheme not in PATH_SCHEMES:
+        return ()
+    try:
+        return path_stamp(Path(target).expanduser())
+    except FileNotFoundError:
+        raise EncoderLoadError(f"encoder {spec!r}: {target} not found") from None
+
+
+def _create(spec: str, scheme: str | None, target: str, options: dict[str, Any]) -> Encoder:
+    path = Path(target).expanduser()
+    if scheme == "hf":
+        return hf_encoder(str(path), **options)
+    if scheme == "st":
+        check_options(spec, SentenceTransformerEncoder, options, reserved=("path",))
+        return SentenceTransformerEncoder(path, **options)
+    if scheme == "onnx":
+        check_options(spec, OnnxImageEncoder, options, reserved=("path",))
+        return OnnxImageEncoder(path, **options)
+    if scheme == "py":
+        return call_factory(spec, load_factory(target), options)
+    if scheme == "plugin" or target not in ENCODERS:
+        if scheme is None and target not in plugin_entry_points():
+            known = ", ".join(ENCODERS.names() + sorted(plugin_entry_points()))
+            raise EncoderLoadError(f"unknown encoder {target!r}: not a built-in and no installed plugin (entry point "
+                                   f"group 'modalign.encoders') has that name; known: {known}; or give hf:PATH, "
+                                   "st:PATH, onnx:PATH or py:MODULE:FACTORY")
+        return call_factory(spec, load_plugin(target)[0], options)
+    factory = ENCODERS.get(target)
+    check_options(spec, factory, options)
+    return factory(**options)
+
+
+def get_encoder(spec: str, **options: Any) -> Encoder:
+    """A process-wide shared encoder for ``spec`` with ``options``; weights load once.
+
+    A path spec is reloaded when its files change (by mtime and size), so an edited model is never
+    served from a stale instance.
+    """
+    scheme, target = split_spec(spec)
+    try:
+        key = (canonical_spec(spec), json.dumps(options, sort_keys=True, default=repr), _stamp(scheme, target, spec))
+    except TypeError as exc:
+        raise EncoderLoadError(f"encoder {spec!r}: options must be JSON values: {exc}") from None
+    with _GUARD:
+        live = _LIVE.get(key)
+        if live is not None:
+            _LIVE.move_to_end(key)
+            return live
+        try:
+            encoder = _create(spec, scheme, target, dict(options))
+        except (OSError, ImportError) as exc:
+            raise EncoderLoadError(f"encoder {spec!r}: {type(exc).__name__}: {exc}") from None
+        _LIVE[key] = encoder
+        while len(_LIVE) > _LIVE_MAX:
+            _LIVE.popitem(last=False)
+        return encoder
+
+
+def check_weights(spec: str, encoder: Encoder, expected: str | None) -> None:
+    """Raise when the weights a model was fitted with are not the ones at the spec's path now."""
+    if expected is None:
+        return
+    actual = encoder.weights_sha256
+    if actual != expected:
+        raise EncoderLoadError(f"encoder {spec!r}: weights changed since the model was fitted (sha256 "
+                               f"{(actual or 'none')[:12]} now, {expected[:12]} saved); refit the model")

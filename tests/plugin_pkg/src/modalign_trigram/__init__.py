@@ -1,0 +1,1 @@
+"""An example modalign encoder plugin (see docs/encoders.md)."""
