@@ -183,3 +183,27 @@ def test_cli_fail_names_the_first_encoder_error(mixed_manifest: Path) -> None:
     assert "nan.npy" in result.output and "NaN or inf" in result.output, result.output
     assert "pickle.npy" not in result.output  # it stopped at the first one
     assert not (out / "heads.safetensors").exists()
+
+
+def test_cli_bad_first_rows_do_not_decide_the_vector_dim(mixed_manifest: Path, corpus: Path) -> None:
+    """Bad rows first (short inline vector, unreadable .npy files): the dim comes from the majority."""
+    root = mixed_manifest.parent
+    for name in ("strings.npy", "zero_byte.npy", "huge_shape.npy", "overflow.npy"):
+        shutil.copy(corpus / name, root / name)
+    first = [({"id": "short", "vec_a": [1.0, 2.0], "vec_b": "b0.npy"}, "vec_a", "most rows of the column have 4"),
+             ({"id": "huge_int", "vec_a": [10**400, 0, 0, 0], "vec_b": "b0.npy"}, "vec_a", "401-digit integer"),
+             ({"id": "strings", "vec_a": [1, 2, 3, 4], "vec_b": "strings.npy"}, "vec_b", "not numbers"),
+             ({"id": "empty", "vec_a": [1, 2, 3, 4], "vec_b": "zero_byte.npy"}, "vec_b", "empty (0 bytes)"),
+             ({"id": "huge", "vec_a": [1, 2, 3, 4], "vec_b": "huge_shape.npy"}, "vec_b", "header claims shape"),
+             ({"id": "over", "vec_a": [1, 2, 3, 4], "vec_b": "overflow.npy"}, "vec_b", "outside the float32 range")]
+    good = mixed_manifest.read_text().splitlines()[:40]
+    manifest = root / "bad_first.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r, _, _ in first) + "\n".join(good) + "\n")
+    out = root / "model-bad-first"
+    result = _fit(manifest, out, "skip")
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output
+    records = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    for row, field, reason in first:
+        assert [r for r in records if r["id"] == row["id"] and r["field"] == field and reason in r["reason"]], (
+            row, records)

@@ -275,3 +275,65 @@ def test_search_random_uploads(search_client: Any, which: int, edits: list[tuple
     fields.pop("file", None)
     r = search_client.post("/search", files={"file": ("upload.bin", data, "application/octet-stream")}, data=fields)
     _check_response(r, fields.get("k"))
+
+
+# ------------------------------------------------------------------------------------- issue 16 classes
+# lone surrogates and deep nesting in JSON bodies, thin images, .npy headers that claim huge shapes
+
+_surrogate = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
+
+
+@FUZZ
+@given(st.text(max_size=5), _surrogate, st.sampled_from(["text", "id", "query_modality", "modalities", "k", "x"]))
+def test_search_json_with_lone_surrogates(search_client: Any, text: str, lone: str, key: str) -> None:
+    value: Any = [text + lone] if key == "modalities" else text + lone
+    body = json.dumps({key: value, **({"text": "cat"} if key != "text" else {})})  # ascii: "\udxxx" escapes
+    _check_response(search_client.post("/search", content=body.encode(), headers={"content-type": "application/json"}))
+
+
+@FUZZ
+@given(st.integers(1, 200_000), st.sampled_from(["[", '{"a":']), st.booleans())
+def test_search_deeply_nested_json(search_client: Any, depth: int, opener: str, inside: bool) -> None:
+    closer = "]" if opener == "[" else "}"
+    nested = opener * depth + "1" + closer * depth
+    body = '{"text": "cat", "modalities": ' + nested + "}" if inside else nested
+    _check_response(search_client.post("/search", content=body.encode(), headers={"content-type": "application/json"}))
+
+
+_thin_side = st.sampled_from([1, 2, 3]) | st.integers(1, 8)
+_long_side = st.sampled_from([200, 2_000, 20_000, 100_000, 1_000_000]) | st.integers(1, 300_000)
+
+
+def _png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("L", (width, height), 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@settings(FUZZ, max_examples=25)
+@given(_thin_side, _long_side, st.booleans())
+def test_thin_images_are_arrays_or_item_errors(short: int, long: int, tall: bool) -> None:
+    _check_image(_png(short, long) if tall else _png(long, short))
+
+
+@settings(FUZZ, max_examples=15)
+@given(_thin_side, _long_side)
+def test_search_thin_image_uploads(search_client: Any, short: int, long: int) -> None:
+    data = _png(short, long)
+    _check_response(search_client.post("/search", files={"file": ("thin.png", data, "image/png")}))
+
+
+_shape = st.lists(st.integers(0, 2**62) | st.sampled_from([0, 1, 4, 10**12, 2**40]), min_size=0, max_size=3)
+
+
+@FUZZ
+@given(_shape, st.sampled_from(["<f4", "<f8", "<i8", "|u1", "<U3", "|S2", "<c8", "|b1", ">f2"]),
+       st.booleans(), st.binary(max_size=64))
+def test_vector_npy_with_any_header(shape: list[int], descr: str, fortran: bool, tail: bytes) -> None:
+    from numpy.lib import format as npformat
+
+    path = SCRATCH / "header.npy"
+    with path.open("wb") as fh:
+        npformat.write_array_header_1_0(fh, {"descr": descr, "fortran_order": fortran, "shape": tuple(shape)})
+        fh.write(tail)
+    _check_vector(path)

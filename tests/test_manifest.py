@@ -105,3 +105,73 @@ def test_unsupported_suffix(tmp_path: Path) -> None:
     (tmp_path / "m.txt").write_text("x")
     with pytest.raises(ManifestError, match="unsupported manifest type"):
         PairedDataset.from_manifest(tmp_path / "m.txt")
+
+
+# --- Excel exports and other encodings (issue 16) ----------------------------------------------------
+
+
+def test_excel_csv_with_bom_and_crlf_is_read(tmp_path: Path) -> None:
+    m = tmp_path / "excel.csv"
+    m.write_bytes(b"\xef\xbb\xbfid,text,vec_x\r\na,caf\xc3\xa9,\"[1, 2]\"\r\nb,\"two\r\nlines\",\r\n")
+    ds = PairedDataset.from_manifest(m, on_error="fail")
+    assert ds.ids == ["a", "b"] and ds.columns["text"] == ["café", "two\r\nlines"]
+    assert ds.columns["vec_x"][1] is None
+
+
+def test_jsonl_with_bom_and_crlf_is_read(tmp_path: Path) -> None:
+    m = tmp_path / "m.jsonl"
+    m.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "x"}\r\n{"id": "b", "text": "y"}\r\n')
+    assert PairedDataset.from_manifest(m, on_error="fail").ids == ["a", "b"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_invalid_utf8_rows_are_recorded_not_replaced(tmp_path: Path, suffix: str) -> None:
+    m = tmp_path / f"m{suffix}"
+    if suffix == ".csv":
+        m.write_bytes(b"id,text\na,fine\nb,caf\xe9\nc,also fine\n")
+        bad_row = 3
+    else:
+        m.write_bytes(b'{"id": "a", "text": "fine"}\n{"id": "b", "text": "caf\xe9"}\n{"id": "c", "text": "ok"}\n')
+        bad_row = 2
+    ds = PairedDataset.from_manifest(m, on_error="skip")
+    assert ds.ids == ["a", "c"]
+    assert all("\ufffd" not in t for t in ds.columns["text"])
+    [err] = ds.errors
+    assert err.row == bad_row and "invalid UTF-8" in err.reason and "0xe9" in err.reason
+
+
+@pytest.mark.parametrize(("data", "needle"), [
+    (b"id;text\na;x\n", "looks ';'-separated"),
+    (b"id\ttext\na\tx\n", "looks tab-separated"),
+    (b"ID,Text\na,x\n", "header is ['ID', 'Text']"),
+    (b"\xff\xfei\x00d\x00,\x00t\x00e\x00x\x00t\x00\n\x00", "UTF-16"),
+    (b"", "the file is empty"),
+])
+def test_no_modality_fields_names_the_cause(tmp_path: Path, data: bytes, needle: str) -> None:
+    m = tmp_path / "m.csv"
+    m.write_bytes(data)
+    with pytest.raises(ManifestError) as info:
+        PairedDataset.from_manifest(m, on_error="skip")
+    assert "no modality fields" in str(info.value) and needle in str(info.value), str(info.value)
+
+
+def test_vector_dim_comes_from_the_majority_not_the_first_row(tmp_path: Path) -> None:
+    rows = [{"id": "short", "vector": [1.0, 2.0]}] + [{"id": f"r{i}", "vector": [i, 1.0, 2.0]} for i in range(4)]
+    ds = PairedDataset.from_rows(rows, root=tmp_path, on_error="skip")
+    assert ds.ids == ["r0", "r1", "r2", "r3"]
+    [err] = ds.errors
+    assert (err.row, err.id, err.field) == (1, "short", "vector") and "most rows of the column have 3" in err.reason
+
+
+@pytest.mark.parametrize(("value", "needle"), [
+    ([1e39, 0.0], "value 1e+39 is outside the float32 range"),
+    ([-1e39, 0.0], "outside the float32 range"),
+    ([10**400, 0], "a 401-digit integer is outside the float32 range"),
+    ([float("nan"), 0.0], "NaN or inf"),
+])
+def test_bad_inline_vector_is_one_skipped_row(tmp_path: Path, value: list, needle: str) -> None:
+    rows = [{"id": "bad", "vector": value}, {"id": "a", "vector": [1.0, 2.0]}, {"id": "b", "vector": [3.0, 4.0]}]
+    ds = PairedDataset.from_rows(rows, root=tmp_path, on_error="skip")
+    assert ds.ids == ["a", "b"]
+    [err] = ds.errors
+    assert err.id == "bad" and needle in err.reason, err

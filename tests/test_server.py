@@ -167,6 +167,14 @@ def _bomb_png(side: int) -> bytes:
     ({"files": {"file": ("a.gif", b"GIF89a\x01\x00\x01\x00broken", "image/gif")}}, 400, "cannot"),
     ({"files": {"file": ("bomb.png", _bomb_png(9000), "image/png")}}, 400, "above the limit of 50000000 pixels"),
     ({"files": {"file": ("bomb.png", _bomb_png(60000), "image/png")}}, 400, "decompression bomb"),
+    ({"files": {"file": ("thin.png", _png((1, 20_000)), "image/png")}}, 400, "aspect ratio"),
+    ({"files": {"file": ("thin.png", _png((100_000, 1)), "image/png")}}, 400, "aspect ratio"),
+    ({"content": b'{"text": "a\\ud800"}', "headers": {"content-type": "application/json"}}, 400, "surrogate"),
+    ({"content": b'{"text": "ok", "modalities": ["\\udfff"]}', "headers": {"content-type": "application/json"}},
+     400, "surrogate"),
+    ({"content": b"[" * 100_000 + b"]" * 100_000, "headers": {"content-type": "application/json"}}, 400, "nested"),
+    ({"content": b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+      "headers": {"content-type": "application/json"}}, 400, "nested"),
     ({"files": {"file": ("a.wav", b"RIFF\x10\x00\x00\x00WAVEfmt ", "audio/wav")}}, 400, "no audio modality"),
     ({"files": {"file": ("big.png", b"\x89PNG" + b"0" * (3 * 1024 * 1024), "image/png")}}, 413, "limit"),
     ({"files": {"file": ("a.png", _png(), "image/png")}, "data": {"text": "cat"}}, 422, "exactly one"),
@@ -244,6 +252,41 @@ def test_slow_search_gets_503(emoji: EmojiSearch) -> None:
         r = c.post("/search", json={"text": "a text no earlier test encoded: slow on purpose", "k": 5})
         assert r.status_code == 503, r.text
         assert "took longer than 0.001 s" in r.json()["detail"] and r.headers["retry-after"] == "5"
+
+
+def test_timed_out_search_stops_its_work(emoji: EmojiSearch, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the 503 the request's work is told to stop: it raises at its next deadline check."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from modalign.cancel import Cancelled, check_deadline
+    from modalign.server import ServerSettings, create_app
+
+    app = create_app(emoji.index_dir, ServerSettings(search_timeout_s=0.3))
+    stopped, steps = threading.Event(), []
+
+    def slow_embed(query: object, modality: str | None = None) -> None:
+        try:
+            for step in range(200):  # 10 s of "encoding" unless something stops it
+                steps.append(step)
+                time.sleep(0.05)
+                check_deadline()
+        except Cancelled:
+            stopped.set()
+            raise
+
+    monkeypatch.setattr(app.state.index, "embed_query", slow_embed)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = c.post("/search", json={"text": "anything", "k": 5})
+        assert r.status_code == 503, r.text
+        assert stopped.wait(5), f"the work kept running after the timeout ({len(steps)} steps)"
+    assert len(steps) < 40
+
+
+def test_thin_image_encode_under_the_real_encoder_is_a_400(client) -> None:
+    r = client.post("/search", files={"file": ("tall.png", _png((3, 9_000)), "image/png")})
+    assert r.status_code == 400 and "3x9000" in r.json()["detail"], r.text
 
 
 def test_audio_items_are_served_by_content(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from numpy.lib import format as npformat
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
@@ -98,6 +99,13 @@ def build(out: Path) -> Path:
     np.save(out / "matrix.npy", np.ones((2, 4), np.float32))
     np.save(out / "pickle.npy", np.array([{"payload": "os.system"}, 1], dtype=object), allow_pickle=True)
     (out / "not_npy.npy").write_text("1.0 2.0 3.0 4.0\n")
+    np.save(out / "strings.npy", np.array(["a", "b", "c", "d"]))
+    (out / "zero_byte.npy").write_bytes(b"")
+    np.save(out / "overflow.npy", np.array([1e39, 0.0, 0.0, 1.0]))  # float64 that float32 cannot hold
+    # a 4-TB array claimed by a header on a 100-byte file: must be refused before any allocation
+    with (out / "huge_shape.npy").open("wb") as fh:
+        npformat.write_array_header_1_0(fh, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+        fh.write(b"\x00" * 16)
 
     # manifests (each references files next to it)
     _jsonl(out / "empty_text.jsonl", [{"id": "a", "text": "   "}])
@@ -105,6 +113,13 @@ def build(out: Path) -> Path:
     (out / "nan_inline.jsonl").write_text('{"id": "a", "vector": [1.0, NaN, 2.0]}\n')
     (out / "inf_inline.jsonl").write_text('{"id": "a", "vector": [1.0, Infinity, 2.0]}\n')
     _jsonl(out / "wrong_dim_inline.jsonl", [{"id": "a", "vector": [1, 2, 3]}, {"id": "b", "vector": [1, 2]}])
+    (out / "overflow_inline.jsonl").write_text('{"id": "a", "vector": [1e39, 1.0, 2.0]}\n')
+    (out / "huge_int_inline.jsonl").write_text('{"id": "a", "vector": [1' + "0" * 400 + ', 1, 2]}\n')
+    # one short first row must not decide the column's dimension for the rows after it
+    _jsonl(out / "short_first_row.jsonl", [{"id": "a", "vector": [1, 2]}, {"id": "b", "vector": [1, 2, 3]},
+                                           {"id": "c", "vector": [4, 5, 6]}])
+    (out / "invalid_utf8.csv").write_bytes(b"id,text\r\na,fine\r\nb,caf\xe9 latin-1\r\nc,also fine\r\n")
+    (out / "semicolon.csv").write_text("id;text\na;fine\n")
     _jsonl(out / "mixed_types.jsonl", [{"id": "a", "text": "fine"}, {"id": "b", "text": 42}])
     _jsonl(out / "unknown_field.jsonl", [{"id": "a", "text": "fine", "colour": "red"}])
     _jsonl(out / "duplicate_ids.jsonl", [{"id": "a", "text": "one"}, {"id": "a", "text": "two"}])

@@ -14,6 +14,7 @@ from modalign.align.methods import METHODS, FitContext
 from modalign.align.model import AlignedModel, Branch
 from modalign.align.trainer import TrainData, TrainerSettings
 from modalign.data.dataset import PairedDataset, RowError, split_indices
+from modalign.data.vector_values import column_dim
 from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, Encoder, EncoderChoice, get_encoder, split_choice
 from modalign.features import FeatureCache, extract
 from modalign.features.reader import CorruptShardError, matrix_for_keys
@@ -33,12 +34,11 @@ def resolve_encoder(dataset: PairedDataset, modality: str,
     kind = dataset.kind(modality)
     name, config = split_choice(name or DEFAULT_ENCODER_FOR_KIND[kind])
     if name == "vectors" and "dim" not in config:
-        first = next((v for v in dataset.columns[modality] if v is not None), None)
-        if first is None:
-            raise ValueError(f"modality {modality!r} has no values")
-        from modalign.encoders.vectors import load_vector
-
-        config["dim"] = int(load_vector(first).shape[0])
+        # the majority of rows decides (a bad first row is then just one skipped row, not the column's dim)
+        dim = column_dim(dataset.columns[modality])
+        if dim is None:
+            raise ValueError(f"modality {modality!r} has no readable vectors")
+        config["dim"] = dim
     return name, config
 
 

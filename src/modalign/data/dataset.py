@@ -132,6 +132,7 @@ class PairedDataset:
         validator = RowValidator(Path(root).resolve(), allow_outside_root)
         for number, row in _numbered(rows):
             validator.add(number, row)
+        validator.finish()
         errors = validator.errors
         if on_error == "fail" and errors:
             raise ManifestError(

@@ -8,9 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from modalign.data.modality import modality_kind
 from modalign.errors import ManifestError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+NO_MODALITIES = "no modality fields (text, image, ...) found"
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+#: byte-order marks of encodings we do not read (UTF-32 LE before UTF-16 LE: it starts with the same two bytes)
+_FOREIGN_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+                 (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -35,19 +42,58 @@ def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    with path.open("r", encoding="utf-8", errors="replace") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    for lineno, line, problem in _decoded_lines(path):
+        if problem is not None:
+            yield lineno, problem
+            continue
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield lineno, f"invalid JSON: {exc.msg} at column {exc.colno}"
+            continue
+        except RecursionError:
+            yield lineno, "invalid JSON: nested too deeply"
+            continue
+        if not isinstance(row, dict):
+            yield lineno, f"expected a JSON object, got {type(row).__name__}"
+            continue
+        yield lineno, row
+
+
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
+    """(line number, text, problem) per line: a leading UTF-8 BOM (Excel) is dropped, and a line that is
+    not UTF-8 comes with a problem naming the byte instead of being silently replaced."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+        for bom, name in _FOREIGN_BOMS:
+            if head.startswith(bom):
+                raise ManifestError(str(path), [(1, "-", f"{NO_MODALITIES}: the file is {name} (it starts with a "
+                                                         f"{name} byte-order mark); save it as UTF-8")])
+        fh.seek(len(_UTF8_BOM) if head.startswith(_UTF8_BOM) else 0)
+        for lineno, raw in enumerate(fh, start=1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield lineno, f"invalid JSON: {exc.msg} at column {exc.colno}"
-                continue
-            if not isinstance(row, dict):
-                yield lineno, f"expected a JSON object, got {type(row).__name__}"
-                continue
-            yield lineno, row
+                yield lineno, raw.decode("utf-8"), None
+            except UnicodeDecodeError as exc:
+                problem = f"invalid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); save as UTF-8"
+                yield lineno, raw.decode("utf-8", errors="replace"), problem
+
+
+def _header_problem(header: list[str]) -> str | None:
+    """Why a header names no modality field (the delimiter, case, a stray BOM), or None when it names one."""
+    if any(modality_kind(name) for name in header):
+        return None
+    seen = f"the header is {header!r}"
+    joined = ",".join(header)
+    for sep, label in ((";", "';'-separated"), ("\t", "tab-separated"), ("|", "'|'-separated")):
+        if sep in joined and any(modality_kind(part.strip()) for part in joined.split(sep)):
+            return f"{NO_MODALITIES}: {seen}, which looks {label}; modalign reads comma-separated CSV"
+    if any(name.startswith(("\ufeff", "\u00ef\u00bb\u00bf")) for name in header):
+        return f"{NO_MODALITIES}: {seen}, which starts with a stray byte-order mark; save the file as UTF-8"
+    if any(modality_kind(name.strip().lower()) for name in header):
+        return f"{NO_MODALITIES}: {seen}; field names are lower-case without spaces (text, image_x, vec_y ...)"
+    return f"{NO_MODALITIES}: {seen}; name a column text*, image*, audio*, vector or vec_*"
 
 
 def _csv_value(value: str | None) -> Any:
@@ -64,14 +110,49 @@ def _csv_value(value: str | None) -> Any:
 
 
 def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    with path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            lineno = reader.line_num
-            if None in row:
-                yield lineno, "more cells than header columns"
-                continue
-            yield lineno, {k: _csv_value(v) for k, v in row.items()}
+    bad: dict[int, str] = {}
+
+    def text_lines() -> Iterator[str]:
+        for lineno, text, problem in _decoded_lines(path):
+            if problem is not None:
+                bad[lineno] = problem
+            yield text
+
+    # newline handling is csv's own: quoted cells may hold line breaks (CRLF or LF)
+    reader = csv.reader(text_lines())
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise ManifestError(str(path), [(1, "-", f"malformed CSV header: {exc}")]) from None
+    if header is None:
+        raise ManifestError(str(path), [(1, "-", f"{NO_MODALITIES}: the file is empty")])
+    if 1 in bad:
+        raise ManifestError(str(path), [(1, "-", f"header: {bad[1]}")])
+    problem = _header_problem(header)
+    if problem is not None:
+        raise ManifestError(str(path), [(1, "-", problem)])
+    last = reader.line_num
+    while True:
+        first = last + 1
+        try:
+            cells = next(reader, None)
+        except csv.Error as exc:
+            last = reader.line_num
+            yield last, f"malformed CSV: {exc}"
+            continue
+        if cells is None:
+            return
+        last = reader.line_num
+        problem = next((bad[n] for n in range(first, last + 1) if n in bad), None)
+        if problem is not None:
+            yield last, problem
+        elif not cells:
+            continue  # a blank line, as csv.DictReader skips it
+        elif len(cells) > len(header):
+            yield last, "more cells than header columns"
+        else:
+            yield last, {k: _csv_value(v) for k, v in zip(header, cells + [""] * (len(header) - len(cells)),
+                                                          strict=True)}
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modalign.data.modality import is_non_modality_field, modality_kind
+from modalign.data.vector_values import float32_vector, majority_dim
 
 if TYPE_CHECKING:
     from modalign.data.dataset import PairedDataset, RowError
@@ -29,7 +29,6 @@ class RowValidator:
         self.meta_fields: list[str] = []
         self._seen_ids: dict[str, int | str] = {}
         self._unknown_reported: set[str] = set()
-        self._vector_dims: dict[str, int] = {}
 
     def _error(self, row: int | str, row_id: str | None, field: str, reason: str) -> None:
         self.errors.append(self._RowError(row, row_id, field, reason))
@@ -111,17 +110,22 @@ class RowValidator:
         if isinstance(value, str):
             return self._path(value)
         if isinstance(value, (list, tuple)):
-            if not value:
-                raise ValueError("empty vector")
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-                raise ValueError("vector must be a list of numbers")
-            if not all(math.isfinite(v) for v in value):
-                raise ValueError("vector contains NaN or inf")
-            dim = self._vector_dims.setdefault(key, len(value))
-            if len(value) != dim:
-                raise ValueError(f"vector has {len(value)} values, the column's first vector has {dim}")
-            return np.asarray(value, dtype=np.float32)
+            return float32_vector(value)  # the column's dimension is settled in finish(), by majority
         raise ValueError(f"vector must be a list of numbers or a .npy path, got {type(value).__name__}")
+
+    def finish(self) -> None:
+        """Drop rows whose inline vector disagrees with its column's majority dimension (not the first row's)."""
+        for key in [k for k, kind in self.kinds.items() if kind == "vector"]:
+            dim = majority_dim(len(r[key]) for r in self.rows if isinstance(r.get(key), np.ndarray))
+            keep = []
+            for r in self.rows:
+                vec = r.get(key)
+                if dim is not None and isinstance(vec, np.ndarray) and len(vec) != dim:
+                    self._error(self._seen_ids[r["id"]], r["id"], key,
+                                f"vector has {len(vec)} values, most rows of the column have {dim}")
+                else:
+                    keep.append(r)
+            self.rows = keep
 
     def _path(self, value: str) -> Path:
         path = Path(value)

@@ -15,10 +15,16 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from modalign.cancel import check_deadline
 from modalign.errors import ItemError
 
 #: refuse images above this many pixels (decompression-bomb guard; 50 MP covers any camera photo)
 MAX_PIXELS = 50_000_000
+#: refuse images longer than this many times their width (or the reverse): a 1x20,000 PNG of 163 bytes
+#: passes the pixel cap, but resizing its short side to 224 asks for 1 G pixels (panoramas are ~10:1)
+MAX_ASPECT = 100
+#: refuse a resize (short side to the model's size, before the centre crop) to more pixels than this
+MAX_RESIZED_PIXELS = 32_000_000
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +47,10 @@ def _check_size(item: object, size: tuple[int, int]) -> None:
         raise ItemError(item, f"image has an empty size {width}x{height}")
     if width * height > MAX_PIXELS:
         raise ItemError(item, f"image is {width}x{height} pixels, above the limit of {MAX_PIXELS} pixels")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        ratio = max(width, height) / min(width, height)
+        raise ItemError(item, f"image is {width}x{height} pixels: its aspect ratio {ratio:.0f}:1 is above the "
+                              f"limit of {MAX_ASPECT}:1")
 
 
 def _high_depth_to_8bit(img: Image.Image) -> Image.Image:
@@ -117,6 +127,9 @@ def resize_to_square(img: Image.Image, size: int, crop: bool = True) -> Image.Im
         return img.resize((size, size), Image.Resampling.BICUBIC)
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if new_w * new_h > MAX_RESIZED_PIXELS:  # decided before Pillow allocates the resized image
+        raise ValueError(f"resizing {width}x{height} to {new_w}x{new_h} pixels is above the limit of "
+                         f"{MAX_RESIZED_PIXELS} pixels")
     if (new_w, new_h) != (width, height):
         img = img.resize((new_w, new_h), Image.Resampling.BICUBIC)
     left, top = (new_w - size) // 2, (new_h - size) // 2
@@ -144,9 +157,15 @@ def load_batch(
     """Read and preprocess ``items`` into one (B, 3, size, size) float32 NCHW array."""
     out = np.empty((len(items), 3, size, size), dtype=np.float32)
     for i, item in enumerate(items):
-        img = open_image(item, draft_size=size)
+        check_deadline()  # a server request past its timeout stops here instead of decoding on
         try:
+            img = open_image(item, draft_size=size)
             out[i] = normalize(resize_to_square(img, size, crop=crop), mean, std)
+        except ItemError:
+            raise
         except _PIL_ERRORS as exc:
             raise ItemError(item, f"cannot resize image: {exc}") from exc
+        except MemoryError:
+            # the caps above should make this unreachable; if not, it is still this item's error
+            raise ItemError(item, "not enough memory to decode and resize the image") from None
     return out

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modalign.data.vector_values import float32_vector, read_npy
 from modalign.encoders.base import Encoder
 from modalign.encoders.registry import ENCODERS
 from modalign.errors import ItemError
@@ -48,22 +50,12 @@ class VectorsEncoder(Encoder):
 
 
 def load_vector(item: Any) -> np.ndarray:
-    """A vector item is a list/array of floats or a path to a .npy file (loaded without pickle)."""
-    from pathlib import Path
-
-    if isinstance(item, (str, Path)):
-        try:
-            arr = np.load(item, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise ItemError(item, f"cannot read .npy vector: {exc}") from None
-    else:
-        try:
-            arr = np.asarray(item, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ItemError(item, f"not a list of numbers: {exc}") from None
-    arr = np.asarray(arr, dtype=np.float32).reshape(-1) if np.ndim(arr) <= 1 else np.asarray(arr)
-    if arr.ndim != 1:
-        raise ItemError(item, f"vector must be 1-D, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ItemError(item, "vector contains NaN or inf")
-    return arr.astype(np.float32)
+    """A vector item is a list/array of numbers or a path to a .npy file (header checked, no pickle)."""
+    try:
+        if isinstance(item, (str, Path)):
+            return read_npy(Path(item))
+        return float32_vector(item)
+    except FileNotFoundError:
+        raise ItemError(item, "vector file not found") from None
+    except (ValueError, OSError) as exc:
+        raise ItemError(item, str(exc)) from None

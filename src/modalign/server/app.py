@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from modalign.cancel import Cancelled, Deadline, check_deadline, deadline_scope
 from modalign.errors import ItemError
 from modalign.search import Index, QueryError
 from modalign.search.hit import Hit
@@ -125,10 +126,16 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
                 raise QueryError("this index has no model to encode text with")
             modality = branch_of_kind(idx.model, "text", req.query_modality)
             modality, vec = idx.embed_query(req.text, modality)
+        check_deadline()  # the encode step may have used up the request's time
         hits = idx.search_embeddings(vec[None], req.k, req.modalities, req.routing, req.adaptive, modality)[0]
         took = (time.perf_counter() - start) * 1000
         return SearchResponse(results=[_result(h) for h in hits],
                               query={"modality": modality, "routing": req.routing, "k": req.k, "took_ms": took})
+
+    def run_search_until(deadline: Deadline, req: SearchRequest, data: bytes | None) -> SearchResponse:
+        # runs in the worker thread, so check_deadline() there (per image, per step) sees this request's deadline
+        with deadline_scope(deadline):
+            return run_search(req, data)
 
     @app.post("/search", response_model=SearchResponse, summary="Search with text, an image, audio or an item id",
               openapi_extra={"requestBody": {"required": True, "content": {
@@ -174,10 +181,12 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
             if sniff(data[:HEAD_BYTES]) is None:
                 raise HTTPException(415, "unsupported file type: upload a PNG, JPEG, GIF, WebP, BMP or TIFF image, "
                                          "or a WAV, OGG, FLAC or MP3 clip")
+        deadline = Deadline.after(cfg.search_timeout_s)
         try:
-            # a timed-out search still finishes in its worker thread, but one still queued for a thread is dropped
-            return await asyncio.wait_for(run_in_threadpool(run_search, req, data), cfg.search_timeout_s)
-        except TimeoutError:
+            return await asyncio.wait_for(run_in_threadpool(run_search_until, deadline, req, data),
+                                          cfg.search_timeout_s)
+        except (TimeoutError, Cancelled):
+            deadline.cancel()  # the worker thread stops at its next check instead of finishing for nobody
             raise HTTPException(503, f"the search took longer than {cfg.search_timeout_s:g} s (the server is busy); "
                                      "try again", headers={"Retry-After": "5"}) from None
         except QueryError as exc:

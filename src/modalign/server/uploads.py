@@ -34,9 +34,26 @@ def parse_json(body: bytes) -> dict[str, Any]:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
     if not isinstance(payload, dict):
         raise HTTPException(422, "request body must be a JSON object")
+    _check_text(payload)
     return payload
+
+
+def _check_text(payload: dict[str, Any]) -> None:
+    """400 for a lone surrogate (``"\\ud800"`` is valid JSON but not text): it would fail later as a 500.
+
+    Re-encoding as UTF-8 checks every key and string at once; json.dumps nests no deeper than loads did.
+    """
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HTTPException(400, "request body holds a lone surrogate (an unpaired \\ud800-\\udfff escape); "
+                                 "send valid Unicode text") from None
+    except RecursionError:
+        raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
 
 
 async def parse_multipart(request: Request, body: bytes) -> tuple[dict[str, Any], bytes | None]:
