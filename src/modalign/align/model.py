@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from modalign.align.heads.base import Head, build_head
+from modalign.align.model_card import write_model_card
 from modalign.errors import ConfigError
 
 FORMAT = "modalign.aligned_model"
@@ -116,6 +117,7 @@ class AlignedModel:
         save_file(tensors, str(out / "heads.safetensors"))
         atomic_write_bytes(out / "config.json", json.dumps(self.config(), indent=2).encode())
         atomic_write_bytes(out / "metrics.json", json.dumps(self.metrics, indent=2, default=_jsonable).encode())
+        write_model_card(self, out)
         return out
 
     @classmethod

@@ -17,21 +17,51 @@ console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+class StageBars:
+    """``update(stage, done, total)``: one bar per stage, created when the stage first reports.
+
+    Library loops report every few items, so the last report of a stage may be short of its total
+    (``encode text 120/480``). A stage is over when the next one starts or the whole step ends:
+    ``finish`` then sets its bar to the total so no bar is left looking unfinished.
+    """
+
+    def __init__(self, bars: Progress) -> None:
+        self.bars = bars
+        self.tasks: dict[str, Any] = {}
+        self.totals: dict[str, int] = {}
+        self.current: str | None = None
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            if self.current is not None:
+                self.finish(self.current)
+            self.tasks[stage] = self.bars.add_task(stage, total=max(total, 1))
+        self.current = stage
+        self.totals[stage] = max(total, 1)
+        self.bars.update(self.tasks[stage], completed=done, total=self.totals[stage])
+
+    def finish(self, stage: str) -> None:
+        self.bars.update(self.tasks[stage], completed=self.totals[stage])
+
+    def finish_all(self) -> None:
+        for stage in self.tasks:
+            self.finish(stage)
+
+
+def stage_progress(console_: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold blue]{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console_, transient=False,
+    )
+
+
 @contextmanager
 def progress_bars() -> Iterator[Any]:
-    """Yield ``update(stage, done, total)``: one bar per stage, created when the stage first reports."""
-    with Progress(
-        TextColumn("[bold blue]{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
-    ) as bars:
-        tasks: dict[str, Any] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bars.add_task(stage, total=max(total, 1))
-            bars.update(tasks[stage], completed=done, total=max(total, 1))
-
-        yield update
+    """Yield ``update(stage, done, total)``; every bar ends at its total when the step completes."""
+    with stage_progress(err_console) as bars:
+        stages = StageBars(bars)
+        yield stages.update
+        stages.finish_all()  # not on an exception: a failed step keeps the count it reached
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -66,18 +96,32 @@ def report_skipped(errors: list[Any], path: Path | None) -> None:
 
 def metrics_table(title: str, columns: Mapping[str, Mapping[str, Mapping[str, Any]]],
                   keys: tuple[str, ...] = ("R@1", "R@5", "R@10", "MRR", "median_rank")) -> Table:
-    """columns: {column label: {direction: metrics}} → one row per (direction, metric)."""
+    """columns: {column label: {direction: metrics}} → one row per (direction, metric).
+
+    A metric with a bootstrap interval in ``metrics["CI95"][key]`` is shown as ``value [lo, hi]``.
+    """
     table = Table(title=title, show_lines=False)
     table.add_column("direction")
     table.add_column("metric")
+    with_ci = any("CI95" in m for col in columns.values() for m in col.values())
     for label in columns:
-        table.add_column(label, justify="right")
+        table.add_column(f"{label} [95% CI]" if with_ci else label, justify="right", no_wrap=True)
     directions = list(dict.fromkeys(d for col in columns.values() for d in col))
     for d in directions:
         for i, key in enumerate(keys):
             cells = []
             for col in columns.values():
-                value = col.get(d, {}).get(key)
-                cells.append("-" if value is None else (f"{value:.3f}" if key != "median_rank" else f"{value:g}"))
+                metrics = col.get(d, {})
+                cells.append(_cell(key, metrics.get(key), (metrics.get("CI95") or {}).get(key)))
             table.add_row(d if i == 0 else "", key, *cells, end_section=(i == len(keys) - 1))
     return table
+
+
+def _cell(key: str, value: Any, ci: Any) -> str:
+    if value is None:
+        return "-"
+    spec = "g" if key == "median_rank" else ".3f"
+    text = format(value, spec)
+    if ci is not None and len(ci) == 2:
+        text += f" [{format(ci[0], spec)}, {format(ci[1], spec)}]"
+    return text

@@ -13,20 +13,38 @@ from modalign.data.recipes.base import DatasetRecipe, PrepareResult
 datasets_app = typer.Typer(help="Built-in paired datasets that install from apt/npm/pip.", no_args_is_help=True)
 
 
+COLUMNS = ("name", "modalities", "size", "licence", "source", "ready")
+
+
 @datasets_app.command("list")
 def list_command() -> None:
     """Show every built-in dataset: modalities, size, licence, install source."""
     from modalign.data.recipes import DATASETS
 
-    table = Table(title="modalign datasets")
-    for col in ("name", "modalities", "size", "licence", "source", "ready"):
-        table.add_column(col)
+    rows = []
     for name in DATASETS.names():
         recipe = DATASETS.create(name)
         missing = recipe.missing_requirements()
-        table.add_row(name, ", ".join(recipe.modalities), recipe.approx_size, recipe.licence, recipe.source,
-                      "[green]yes[/]" if not missing else "[yellow]installs on prepare[/]")
-    console.print(table)
+        rows.append((name, ", ".join(recipe.modalities), recipe.approx_size, recipe.licence, recipe.source,
+                     "yes" if not missing else "installs on prepare"))
+    if console.is_terminal:
+        console.print(datasets_table(rows))
+    else:  # a pipe: tab-separated lines, whole names, easy to cut/grep
+        for row in (COLUMNS, *rows):
+            typer.echo("\t".join(row))  # rich would expand the tabs to spaces
+
+
+def datasets_table(rows: list[tuple[str, ...]]) -> Table:
+    """Names are never cut (they are what `prepare` takes); the other columns fold when the terminal is narrow."""
+    table = Table(title="modalign datasets")
+    width = max((len(r[0]) for r in rows), default=4)
+    table.add_column("name", no_wrap=True, min_width=width)
+    for col in COLUMNS[1:]:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        ready = "[green]yes[/]" if row[-1] == "yes" else f"[yellow]{row[-1]}[/]"
+        table.add_row(*row[:-1], ready)
+    return table
 
 
 def prepare_dataset(name: str, out: Path, limit: int | None, install: bool = True) -> PrepareResult:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,6 +12,7 @@ import typer
 from modalign.cli._common import holdout_part, load_dataset, split_settings
 from modalign.cli._ui import console, err_console, fail, metrics_table, progress_bars, report_skipped
 from modalign.errors import ModalignError
+from modalign.evaluation.provenance import eval_provenance
 
 if TYPE_CHECKING:
     from modalign.align.model import AlignedModel
@@ -63,6 +65,7 @@ def eval_command(
         raise fail(str(exc)) from None
     payload = result.to_json()
     payload["split"] = split
+    payload["provenance"] = eval_provenance(model_dir, model, data, ["modalign", *sys.argv[1:]])
     from modalign.evaluation.report.payload import enrich_payload
 
     enrich_payload(payload, result, n_boot=bootstrap)

@@ -31,6 +31,7 @@ from modalign.search.hit import Hit
 from modalign.search.query import branch_of_kind, embed_vector, vector_modality
 from modalign.search.routing import ROUTINGS
 from modalign.search.sniff import HEAD_BYTES, sniff, sniff_file
+from modalign.server.docs import add_offline_docs
 from modalign.server.schemas import SearchRequest, SearchResponse, SearchResult, ServerSettings, multipart_schema
 from modalign.server.thumbs import ThumbnailCache
 from modalign.server.uploads import parse_json, parse_multipart, read_body
@@ -60,7 +61,9 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
     idx = index if isinstance(index, Index) else Index.open(index)
     cfg = settings or ServerSettings()
     thumbs = ThumbnailCache(cfg.thumbnail_px, cfg.thumbnail_cache)
-    app = FastAPI(title="modalign search", version="1", description="Any-to-any search over an aligned space.")
+    # docs pages of FastAPI load their assets from a CDN: /docs is served locally below, ReDoc is off
+    app = FastAPI(title="modalign search", version="1", description="Any-to-any search over an aligned space.",
+                  docs_url=None, redoc_url=None)
     app.state.index = idx
 
     if cfg.cors_origins:
@@ -90,6 +93,7 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
     app.mount("/static", StaticFiles(directory=_static_dir()), name="static")
+    add_offline_docs(app)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:

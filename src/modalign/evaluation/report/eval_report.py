@@ -77,6 +77,7 @@ def _summary(model: AlignedModel, dataset: PairedDataset, result: EvalResult, pa
     }
     if payload.get("skipped"):
         info["skipped items"] = fmt(payload["skipped"])
+    info.update(provenance_facts(payload.get("provenance")))
     boot = payload.get("bootstrap", {})
     body = facts(info)
     body += "<h3>Retrieval</h3>" + table(("direction", "queries", *SUMMARY_KEYS), summary_rows(payload),
@@ -99,6 +100,18 @@ def _summary(model: AlignedModel, dataset: PairedDataset, result: EvalResult, pa
                  "E‖z_a − z_b‖² over true pairs (lower is better); uniformity = log E exp(−2‖z_i − z_j‖²) "
                  "(more negative = more spread out).</p>")
     return section("summary", "Summary", body)
+
+
+def provenance_facts(prov: dict[str, Any] | None) -> dict[str, str]:
+    """The rows of the summary that say where the numbers come from (``payload["provenance"]``)."""
+    if not prov:
+        return {}
+    data = prov.get("dataset", {})
+    return {"model folder": f"<code>{esc(prov.get('model', {}).get('path', '-'))}</code>",
+            "manifest sha256": f"<code>{esc(data.get('sha256', '-'))}</code>",
+            "modalign version": esc(prov.get("modalign_version", "-")),
+            "evaluated (UTC)": esc(prov.get("date_utc", "-")),
+            "command": f"<code>{esc(prov.get('command', '-'))}</code>"}
 
 
 def _head(cfg: dict[str, Any]) -> str:
