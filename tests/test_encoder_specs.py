@@ -175,3 +175,20 @@ def test_changed_weights_miss_the_cache_and_old_models_refuse(minilm_dir: Path, 
     shutil.rmtree(folder)  # the path is gone
     out = run_cli(["eval", "--model", str(second), "--data", str(emoji_data)], code=2)
     assert f"hf:{folder.resolve()}" in out and "not found" in out
+
+
+def test_combined_encoders_concatenate_normalised_parts(minilm_dir: Path, emoji_data: Path, tmp_path: Path) -> None:
+    spec = f"minilm+st:{minilm_dir}"
+    enc = get_encoder(spec)
+    assert enc.kind == "text" and enc.layers == ("concat",) and enc.dim == 768
+    both = enc.encode(TEXTS)["concat"]
+    raw = get_encoder("minilm").encode(TEXTS, layers=["layer6"])["layer6"]
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(both[:, :384], unit, atol=1e-5)
+    np.testing.assert_allclose(both[:, 384:], unit, atol=1e-5)  # st: normalises itself, the same vector
+    with pytest.raises(EncoderLoadError, match="takes no options"):
+        get_encoder(spec, normalize=False)
+    model = _fit(emoji_data, tmp_path / "m", tmp_path / "cache", spec)
+    cfg = json.loads((model / "config.json").read_text())["modalities"]["text"]
+    assert cfg["encoder"]["name"] == f"minilm+st:{minilm_dir.resolve()}" and cfg["layer"] == "concat"
+    assert _heldout_r1(model, emoji_data, tmp_path / "cache")["text->image"] >= 0

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from modalign.encoders.base import Encoder
+from modalign.encoders.combined import CombinedEncoder
 from modalign.encoders.errors import EncoderLoadError, check_options
 from modalign.encoders.hf import hf_encoder
 from modalign.encoders.onnx_file import OnnxImageEncoder
@@ -54,8 +55,22 @@ def split_spec(spec: str) -> tuple[str | None, str]:
     return None, spec.strip()
 
 
+def combined_parts(spec: str) -> list[str] | None:
+    """``effnet-lite0+dinov2-s`` → its parts, when every part is a spec of its own (else None: a path
+    may hold a ``+``)."""
+    parts = [p.strip() for p in spec.split("+")]
+    if len(parts) < 2 or not all(parts):
+        return None
+    known = set(ENCODERS.names()) | set(plugin_entry_points())
+    ok = all(p in known or split_spec(p)[0] is not None for p in parts)
+    return parts if ok else None
+
+
 def canonical_spec(spec: str) -> str:
     """The spec to save: path specs with an absolute path; the others unchanged."""
+    parts = combined_parts(spec) if "+" in spec else None
+    if parts is not None:
+        return "+".join(canonical_spec(p) for p in parts)
     scheme, target = split_spec(spec)
     if scheme in PATH_SCHEMES:
         return f"{scheme}:{Path(target).expanduser().resolve()}"
@@ -115,6 +130,12 @@ def get_encoder(spec: str, **options: Any) -> Encoder:
     A path spec is reloaded when its files change (by mtime and size), so an edited model is never
     served from a stale instance.
     """
+    parts = combined_parts(spec) if "+" in spec else None
+    if parts is not None:
+        if options:
+            raise EncoderLoadError(f"encoder {spec!r}: a combined encoder takes no options (give its parts' "
+                                   "defaults, or wrap them with py:)")
+        return _combined(spec, parts)
     scheme, target = split_spec(spec)
     try:
         key = (canonical_spec(spec), json.dumps(options, sort_keys=True, default=repr), _stamp(scheme, target, spec))
@@ -133,6 +154,16 @@ def get_encoder(spec: str, **options: Any) -> Encoder:
         while len(_LIVE) > _LIVE_MAX:
             _LIVE.popitem(last=False)
         return encoder
+
+
+def _combined(spec: str, parts: list[str]) -> Encoder:
+    key = (canonical_spec(spec), "+", tuple(_stamp(*split_spec(p), p) for p in parts))
+    members = [get_encoder(p) for p in parts]  # each part loads (and is shared) once
+    with _GUARD:
+        live = _LIVE.get(key)
+        if live is None or any(a is not b for a, b in zip(live.parts, members, strict=True)):  # type: ignore[attr-defined]
+            live = _LIVE[key] = CombinedEncoder(members)
+        return live
 
 
 def check_weights(spec: str, encoder: Encoder, expected: str | None) -> None:
