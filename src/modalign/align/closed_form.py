@@ -167,6 +167,7 @@ class ClosedFormSettings:
     reg: float = 0.1  # cca shrinkage
     power: float = 1.0  # cca: weight canonical directions by ρ^power
     alpha: float = 0.1  # ridge
+    input_norm: str = "center"  # the heads' input conditioning (``Head``): "center" or "l2"
 
 
 def fit_closed_form(
@@ -192,7 +193,8 @@ def fit_closed_form(
         rows = present[m]
         if rows.sum() < 3:
             raise ValueError(f"modality {m!r} has fewer than 3 rows")
-        heads[m] = IdentityHead(features[m].shape[1]) if m in locked else LinearHead(features[m].shape[1], 1)
+        heads[m] = IdentityHead(features[m].shape[1], input_norm=settings.input_norm) if m in locked \
+            else LinearHead(features[m].shape[1], 1, input_norm=settings.input_norm)
         full = np.zeros(features[m].shape, np.float64)
         full[rows] = _standardized(heads[m], features[m][rows])
         std[m] = full
@@ -231,7 +233,7 @@ def fit_closed_form(
         else:
             mats[m] = ridge_to(target, b, settings.alpha)
     for m, mat in mats.items():
-        head = LinearHead(features[m].shape[1], mat.shape[1], bias=True)
+        head = LinearHead(features[m].shape[1], mat.shape[1], bias=True, input_norm=settings.input_norm)
         head.input_mean.copy_(heads[m].input_mean)
         head.input_scale.copy_(heads[m].input_scale)
         heads[m] = _set_linear(head, mat)

@@ -9,6 +9,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from modalign.align import auto as _auto  # noqa: F401  (registers the "auto" method)
+from modalign.align import trained_groups
 from modalign.align.heads.base import HEADS, Head
 from modalign.align.methods import METHODS, FitContext
 from modalign.align.model import AlignedModel, Branch
@@ -131,6 +133,7 @@ def fit_arrays(
     options: Mapping[str, Any] | None = None,
     locked: Sequence[str] = (),
     progress: Progress | None = None,
+    input_norm: str = "center",
 ) -> ArrayFit:
     """The part of ``fit`` after encoding: ``features[m][layer]`` (n_rows, D) with ``present[m]``.
 
@@ -159,7 +162,7 @@ def fit_arrays(
 
     ctx = FitContext(modalities=modalities, train=part(train_idx), val=part(val_idx) if val_idx else None,
                      dim=dim, head=head, head_options=dict(head_options or {}), settings=settings,
-                     options=dict(options or {}), locked=tuple(locked), progress=progress)
+                     options=dict(options or {}), locked=tuple(locked), progress=progress, input_norm=input_norm)
     heads, info = METHODS.get(method)(ctx)
     return ArrayFit(heads={m: h.eval() for m, h in heads.items()}, chosen=chosen, info=info,
                     layer_report=layer_report, n_train=len(train_idx), n_val=len(val_idx), n_groups=len(group_ids))
@@ -170,7 +173,7 @@ def fit(
     modalities: Sequence[str],
     *,
     encoders: Mapping[str, EncoderChoice] | None = None,
-    method: str = "infonce",
+    method: str = "auto",
     head: str = "linear",
     head_options: Mapping[str, Any] | None = None,
     dim: int = 256,
@@ -239,6 +242,7 @@ def fit(
         "settings": vars(settings), "val_fraction": val_fraction, "locked": list(locked),
         "n_rows": len(dataset), "n_train_rows": result.n_train, "n_val_rows": result.n_val,
         "n_groups": result.n_groups, "n_skipped": len(errors),
+        "trained_groups": trained_groups.record(dataset.groups),
     }
     metrics: dict[str, Any] = {"fit": info, "layers": {"chosen": result.chosen, **result.layer_report}}
     if history is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from modalign._registry import Registry
 from modalign.align.heads.base import HEADS, Head
-from modalign.align.trainer import Progress, TrainData, TrainerSettings
+from modalign.align.trainer import Progress, TrainData, TrainerSettings, resolved_for
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class FitContext:
     head_options: dict[str, Any] = field(default_factory=dict)
     settings: TrainerSettings = field(default_factory=TrainerSettings)
     options: dict[str, Any] = field(default_factory=dict)  # method-specific (temperature, structure, ...)
+    input_norm: str = "center"  # every head's input conditioning (``Head``): "center" or "l2"
     locked: tuple[str, ...] = ()  # modalities whose head is the identity (LiT)
     progress: Progress | None = None
 
@@ -49,10 +50,11 @@ class FitContext:
         for m in self.modalities:
             x = self.train.features[m][self.train.present[m]]
             if m in self.locked:
-                head = HEADS.create("identity", in_dim=x.shape[1])
+                head = HEADS.create("identity", in_dim=x.shape[1], input_norm=self.input_norm)
             else:
                 out_dim = self._locked_dim() or self.dim
-                head = HEADS.create(self.head, in_dim=x.shape[1], out_dim=out_dim, **self.head_options)
+                head = HEADS.create(self.head, in_dim=x.shape[1], out_dim=out_dim,
+                                    **{"input_norm": self.input_norm, **self.head_options})
             head.fit_input_stats(x)
             heads[m] = head
         return heads
@@ -101,10 +103,15 @@ def _trained(loss_name: str) -> Callable[[FitContext], MethodResult]:
             # the frozen (locked) side's own similarities weight the targets, as in the paper
             options.setdefault("cwcl_weights_from", "a" if ctx.modalities[0] in ctx.locked else "b")
         loss = build_loss(loss_name, options)
-        result = train_heads(heads, loss, ctx.train, ctx.val, ctx.settings, ctx.progress)
+        settings = resolved_for(ctx.settings, len(ctx.train))
+        result = train_heads(heads, loss, ctx.train, ctx.val, settings, ctx.progress)
         info: dict[str, Any] = {"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                                 "val_R@1": result.best_val if ctx.val is not None else None,
                                 "loss": loss.config(), **loss.summary(), "history": result.history}
+        if settings.steps is not None:  # the step schedule: best_epoch is the best evaluation's step
+            info.update(schedule={"batch_size": settings.batch_size, "steps": settings.steps,
+                                  "warmup": settings.warmup, "early_stop_signal": "val_MRR"},
+                        best_step=result.best_epoch)
         return heads, info
 
     fit_trained.__name__ = f"fit_{loss_name}"
@@ -145,7 +152,8 @@ def _closed_form(kind: str) -> Callable[[FitContext], MethodResult]:
         for values in itertools.product(*grid.values()) if grid else [()]:
             params = {**DEFAULTS[kind], **fixed, **dict(zip(grid, values, strict=True))}
             heads = fit_closed_form(train.features, train.present, ctx.modalities,
-                                    ClosedFormSettings(kind, dim=ctx.dim, **params), anchor=anchor,
+                                    ClosedFormSettings(kind, dim=ctx.dim, input_norm=ctx.input_norm, **params),
+                                    anchor=anchor,
                                     locked=ctx.locked)
             score = ctx.val_score(heads)
             trials.append({**params, "val_R@1": score})

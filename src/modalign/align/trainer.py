@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable, Iterable
@@ -60,6 +61,37 @@ class TrainerSettings:
     #: where one process trains: "cpu", "cuda", "cuda:N" or "auto" (cuda when available); the heads come
     #: back on the CPU either way. DDP workers (> 1) and torchrun ranks pick one GPU per rank themselves.
     device: str = "cpu"
+    #: a budget in optimizer steps instead of ``epochs`` (one process): linear warm-up over
+    #: ``warmup`` of them, then cosine decay to 0; validation every ``steps // 20`` steps on validation
+    #: MRR (every rank moves it, so it tells models apart on a few dozen rows where R@1 ties),
+    #: stopping after ``patience`` evaluations without gain.
+    #: None = the epoch loop; "auto" = ``step_schedule(n)`` picks batch size and steps from the number
+    #: of training rows (the trained methods resolve it, see ``resolved_for``).
+    steps: int | str | None = None
+    warmup: float = 0.1
+
+
+def resolved_for(settings: TrainerSettings, n_rows: int) -> TrainerSettings:
+    """``settings`` with ``steps="auto"`` replaced by the schedule for ``n_rows`` (batch size too)."""
+    if settings.steps != "auto":
+        return settings
+    # a batch size other than the class default was asked for: keep it, take only the step count
+    keep = settings.batch_size != TrainerSettings.batch_size
+    batch, steps = step_schedule(n_rows, max_batch=settings.batch_size if keep else 256,
+                                 min_batch=settings.batch_size if keep else 32)
+    return dataclasses.replace(settings, batch_size=batch, steps=steps)
+
+
+def step_schedule(n_rows: int, max_batch: int = 256, min_batch: int = 32) -> tuple[int, int]:
+    """(batch size, optimizer steps) for ``n_rows`` training rows.
+
+    Small sets get small batches, so an epoch is several steps rather than one, and a step budget that
+    does not shrink with n (a contrastive head needs on the order of a thousand updates whatever the
+    set size): about n/8 rows per batch, 32..256, and 60 epochs' worth of steps within 400..4000.
+    """
+    batch = int(min(max_batch, max(min_batch, 2 ** round(np.log2(max(n_rows, 1) / 8)))))
+    per_epoch = max(1, -(-n_rows // batch))
+    return batch, int(min(4000, max(400, 60 * per_epoch)))
 
 
 @dataclass
@@ -105,7 +137,7 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 
 def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[str, str]],
-                     max_rows: int | None = None) -> float:
+                     max_rows: int | None = None, metric: str = "R@1") -> float:
     """Mean R@1 over both directions of every pair (same group = relevant), on ≤ ``max_rows`` rows
     (default ``MAX_VAL_ROWS``). Embeds on the heads' device; the ranking runs in numpy."""
     max_rows = max_rows or MAX_VAL_ROWS
@@ -122,7 +154,12 @@ def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[
                 rows[idx] = True
             za = F.normalize(heads[a](take_rows(data.features[a], idx, _device_of(heads[a]))), dim=1).cpu().numpy()
             zb = F.normalize(heads[b](take_rows(data.features[b], idx, _device_of(heads[b]))), dim=1).cpu().numpy()
-            scores.extend(_both_ways_r_at_1(za, zb, data.groups[rows]))
+            if metric == "MRR":  # smoother than R@1 on a few dozen rows: every rank moves it
+                rel = data.groups[rows][:, None] == data.groups[rows][None, :]
+                sim = za @ zb.T
+                scores.extend(float(np.mean(1.0 / first_positive_ranks(s, r))) for s, r in ((sim, rel), (sim.T, rel.T)))
+            else:
+                scores.extend(_both_ways_r_at_1(za, zb, data.groups[rows]))
     return float(np.mean(scores)) if scores else float("nan")
 
 
@@ -301,6 +338,9 @@ def _train_local(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
     """The one-process loop of ``train_heads`` on ``device`` (heads and loss already moved there)."""
     rng = np.random.default_rng(settings.seed)
     opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    if settings.steps is not None:
+        return _train_steps(heads, loss, train, val, settings, progress, fixed, trained, opt, usable, device,
+                            val_pairs, rng)
     sources = {m: feature_source(x, device) for m, x in train.features.items()}  # arrays go to the device once
     present = {m: np.asarray(p, dtype=bool) for m, p in train.present.items()}
     groups = np.asarray(train.groups, dtype=np.int64)
@@ -353,6 +393,85 @@ def _train_local(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
     if progress is not None:
         progress("train", settings.epochs, settings.epochs)
     return TrainResult(best_epoch=best[1], best_val=best[0], history=history)
+
+
+def _train_steps(heads: dict[str, Head], loss: Loss, train: TrainData, val: TrainData | None,
+                 settings: TrainerSettings, progress: Progress | None, fixed: set[str], trained: list[str],
+                 opt: torch.optim.Optimizer, usable: np.ndarray, device: torch.device,
+                 val_pairs: list[tuple[str, str]] | None, rng: np.random.Generator) -> TrainResult:
+    """The step-budget loop (``settings.steps``): warm-up + cosine learning rate, early stopping on
+    validation MRR every ``steps // 20`` steps; keeps the best evaluation's weights."""
+    total = int(settings.steps) if isinstance(settings.steps, int) else 0
+    if total < 1:
+        raise ValueError(f"steps must be at least 1, got {settings.steps}")
+    warm = max(1, round(settings.warmup * total))
+
+    def lr_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + float(np.cos(np.pi * min(1.0, (step - warm) / max(1, total - warm)))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    sources = {m: feature_source(x, device) for m, x in train.features.items()}
+    present = {m: np.asarray(p, dtype=bool) for m, p in train.present.items()}
+    groups = np.asarray(train.groups, dtype=np.int64)
+    for m in fixed:
+        heads[m].eval()
+    has_val = val is not None and len(val) > 0
+    pairs = (val_pairs or val.pairs()) if has_val and val is not None else []
+    every = max(1, total // 20)
+    best_state = _snapshot(heads, loss)
+    best = (float("inf"), 0)
+    history: list[dict[str, float]] = []
+    step, stale, losses = 0, 0, []
+    while step < total:
+        order = rng.permutation(usable)
+        for start in range(0, len(order), settings.batch_size):
+            rows = order[start : start + settings.batch_size]
+            if len(rows) < 2 or step >= total:
+                continue
+            for m in trained:
+                heads[m].train()
+            opt.zero_grad(set_to_none=True)
+            value = backward_batch(heads, loss, sources, present, groups, rows, trained, step,
+                                   settings.grad_chunks, frozenset(fixed), device)
+            if value is None:
+                continue
+            opt.step()
+            sched.step()
+            losses.append(value)
+            step += 1
+            if step % every and step < total:
+                continue
+            for h in heads.values():
+                h.eval()
+            assert val is not None or not has_val
+            val_mrr = validation_score(heads, val, pairs, metric="MRR") if has_val and val is not None \
+                else float("nan")
+            mean_loss = float(np.mean(losses))
+            losses = []
+            history.append({"step": step, "loss": mean_loss, "val_MRR": val_mrr,
+                            "lr": float(opt.param_groups[0]["lr"])})
+            if progress is not None:
+                progress("train", step, total)
+            score = -val_mrr if not np.isnan(val_mrr) else mean_loss  # lower is better
+            if score < best[0] - 1e-6:
+                best, stale = (score, step), 0
+                best_state = _snapshot(heads, loss)
+            else:
+                stale += 1
+                if stale >= settings.patience:
+                    log.info("early stop at step %d (best %d, val MRR %.4f)", step, best[1], -best[0])
+                    step = total
+                    break
+    for m, h in heads.items():
+        h.load_state_dict(best_state[0][m])
+        h.eval()
+    loss.load_state_dict(best_state[1])
+    if progress is not None:
+        progress("train", total, total)
+    best_val = validation_score(heads, val, pairs) if has_val and val is not None else -best[0]
+    return TrainResult(best_epoch=best[1], best_val=best_val, history=history)
 
 
 def _launched() -> bool:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from modalign.align.trained_groups import rows_in_training
 from modalign.cli._common import holdout_part, load_dataset, split_settings
 from modalign.cli._ui import console, err_console, fail, metrics_table, progress_bars, report_skipped
 from modalign.errors import ModalignError
@@ -66,11 +67,19 @@ def eval_command(
     payload = result.to_json()
     payload["split"] = split
     payload["provenance"] = eval_provenance(model_dir, model, data, ["modalign", *sys.argv[1:]])
+    seen = rows_in_training(model.training, part.groups)
+    if seen is not None:
+        payload["training_rows_scored"] = seen
     from modalign.evaluation.report.payload import enrich_payload
 
     enrich_payload(payload, result, n_boot=bootstrap)
     report_skipped([f"{i} [{m}]: {r}" for i, m, r in result.errors], None)
-    console.print(metrics_table(f"{model_dir.name} on {data.name} ({split}, n={payload['n']})",
+    title = f"{model_dir.name} on {data.name} ({split}, n={payload['n']})"
+    if seen:
+        title += f" — {seen} of {len(part)} rows are from groups the model TRAINED on: not a held-out score"
+        err_console.print(f"[yellow]warning:[/] {seen} of the {len(part)} rows scored belong to groups the model "
+                          "trained on; fit with --holdout and evaluate with --split test for a held-out score")
+    console.print(metrics_table(title,
                                 {model.method: payload["directions"]}))
     console.print(f"modality gap: {payload['modality_gap']:.3f}")
     if crosslingual:

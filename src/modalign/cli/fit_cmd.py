@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,16 @@ def fit_command(
                                  "st:PATH, onnx:PATH or py:MODULE:FACTORY (default by kind)"),
     encoder_option: list[str] = typer.Option(None, "--encoder-option", help="MODALITY.KEY=VALUE encoder option "
                                              "(repeat), e.g. text.pooling=cls"),
-    method: str = typer.Option(
-        "infonce", "--method", help="infonce | siglip | cwcl | gram | symile (trained) or procrustes | cca | ridge"),
+    method: str | None = typer.Option(
+        None, "--method", help="auto (default: group k-fold cross-validation over the candidates, then a refit) "
+        "| infonce | siglip | cwcl | gram | symile (trained) | procrustes | cca | ridge (closed form). Options "
+        "that only a trained method reads (--epochs, --steps, --batch-size, --workers, --grad-chunks, --head, "
+        "--structure, --intra) make the default infonce; with --base/--add it is infonce too"),
+    candidates: str = typer.Option("", "--candidates", help="with --method auto: methods or candidate names to "
+                                   "try, e.g. cca,procrustes (default: all)"),
+    time_budget: float = typer.Option(90.0, "--time-budget", help="with --method auto: seconds of cross-validation "
+                                      "after which the remaining trained candidates are skipped"),
+    cv_folds: int = typer.Option(3, "--cv-folds", help="with --method auto: folds of whole groups"),
     head: str = typer.Option("linear", "--head", help="head for trained methods: linear | mlp | moe"),
     head_option: list[str] = typer.Option(None, "--head-option", help="KEY=VALUE head hyper-parameter (repeat)"),
     dim: int = typer.Option(256, "--dim", help="shared embedding dimension"),
@@ -52,11 +61,15 @@ def fit_command(
     base: Path | None = typer.Option(None, "--base", help="existing model: add --add to it, keeping it frozen"),
     add: str = typer.Option("", "--add", help="with --base: the modality to add"),
     partners: str = typer.Option("", "--partners", help="with --base: modalities of the space to pair with"),
-    epochs: int = typer.Option(100, "--epochs"),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    epochs: int | None = typer.Option(None, "--epochs", help="train for N epochs (batch 256 unless --batch-size) "
+                                      "instead of the step schedule"),
+    steps: int | None = typer.Option(None, "--steps", help="optimizer steps (warm-up + cosine decay, early stop "
+                                     "on validation MRR); default: chosen from the number of pairs"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="default: from the step schedule (32..256)"),
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    patience: int = typer.Option(10, "--patience", help="epochs without validation gain before stopping"),
+    patience: int = typer.Option(10, "--patience", help="evaluations (epochs, or steps/20) without validation gain "
+                                 "before stopping"),
     seed: int = typer.Option(0, "--seed"),
     holdout: float | None = typer.Option(
         None, "--holdout", help="hold out this share of groups (eval uses them); default 0, or the base's"),
@@ -96,8 +109,31 @@ def fit_command(
         if mods and anchor not in mods:
             raise fail(f"--anchor {anchor!r} is not one of --modalities {mods}")
         options["anchor"] = anchor
-    settings = TrainerSettings(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                               patience=patience, seed=seed, grad_chunks=grad_chunks, workers=workers, device=device)
+    if method is None:
+        training_asked = (epochs, steps, batch_size) != (None, None, None) or workers > 1 or grad_chunks > 1 \
+            or head != "linear" or bool(structure) or bool(intra) or base is not None
+        method = "infonce" if training_asked and not candidates else "auto"
+    if method == "auto":
+        if base is not None:
+            raise fail("--method auto does not grow a model (--base/--add): give one of infonce, siglip, cwcl, "
+                       "procrustes, cca, ridge")
+        options.update(candidates=candidates or "all", budget_s=time_budget, folds=cv_folds)
+    elif candidates:
+        raise fail(f"--candidates goes with --method auto, not --method {method}")
+    if epochs is not None and steps is not None:
+        raise fail("--epochs and --steps are two schedules: give one of them")
+    if (epochs is not None and epochs < 1) or (steps is not None and steps < 1) or (batch_size or 2) < 2:
+        raise fail("--epochs and --steps must be at least 1, --batch-size at least 2")
+    distributed = workers > 1 or bool(os.environ.get("WORLD_SIZE", "").strip() not in ("", "0", "1"))
+    # the step schedule is the default; epochs when asked for, and under DDP (it trains fixed epochs)
+    schedule: dict[str, Any] = {"epochs": epochs or 100} if epochs is not None or distributed else \
+        {"steps": steps or "auto"}
+    if batch_size is not None:
+        schedule["batch_size"] = batch_size
+    elif steps is not None:
+        schedule["batch_size"] = 256
+    settings = TrainerSettings(**schedule, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
+                               grad_chunks=grad_chunks, workers=workers, device=device)
     if workers < 1 or grad_chunks < 1:
         raise fail("--workers and --grad-chunks must be at least 1")
     try:
@@ -217,6 +253,29 @@ def _summary(model: Any, out: Path, method: str, added: str) -> None:
                       + (f"; val R@1 vs the space={val:.3f}" if isinstance(val, float) else ""))
         return
     fit_info = model.metrics.get("fit", {})
+    if isinstance(fit_info.get("auto"), dict):
+        _auto_table(fit_info["auto"])
     val = fit_info.get("val_R@1")
     console.print(f"[green]saved[/] {out}  method={method} dim={model.dim} layers={model.metrics['layers']['chosen']}"
                   + (f" val R@1={val:.3f}" if isinstance(val, float) else ""))
+
+
+def _auto_table(auto: dict[str, Any], top: int = 8) -> None:
+    """The cross-validation table of ``--method auto``: the best candidates and what was skipped."""
+    from rich.table import Table
+
+    rows = [r for r in auto["table"] if "mean" in r]
+    rows.sort(key=lambda r: -r["mean"])
+    table = Table(title=f"auto: {auto['folds']}-fold group cross-validation on the training rows "
+                        f"({auto['cv_seconds']:.0f} s); picked {auto['picked']}")
+    for col in ("candidate", "CV R@1 (mean ± std)", "seconds"):
+        table.add_column(col, justify="left" if col == "candidate" else "right", no_wrap=True)
+    for r in rows[:top]:
+        mark = "[bold green]" if r["candidate"] == auto["picked"] else ""
+        table.add_row(f"{mark}{r['candidate']}", f"{r['mean']:.3f} ± {r['std']:.3f}", f"{r['seconds']:.1f}")
+    if len(rows) > top:
+        table.add_row(f"… {len(rows) - top} more (metrics.json)", "", "")
+    console.print(table)
+    skipped = [r for r in auto["table"] if "skipped" in r]
+    if skipped:
+        console.print(f"[yellow]skipped[/] {', '.join(r['candidate'] for r in skipped)}: {skipped[0]['skipped']}")

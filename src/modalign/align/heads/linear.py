@@ -12,8 +12,8 @@ from modalign.align.heads.base import HEADS, Head
 class LinearHead(Head):
     name = "linear"
 
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True) -> None:
-        super().__init__(in_dim, out_dim)
+    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, input_norm: str = "center") -> None:
+        super().__init__(in_dim, out_dim, input_norm)
         self.bias = bool(bias)
         self.linear = nn.Linear(in_dim, out_dim, bias=bias)
 

@@ -30,8 +30,8 @@ class MLPHead(Head):
     name = "mlp"
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int = 1024, blocks: int = 1, dropout: float = 0.1,
-                 input_dropout: float = 0.0) -> None:
-        super().__init__(in_dim, out_dim)
+                 input_dropout: float = 0.0, input_norm: str = "center") -> None:
+        super().__init__(in_dim, out_dim, input_norm)
         if blocks < 0 or hidden < 1 or not 0 <= dropout < 1 or not 0 <= input_dropout < 1:
             raise ValueError(f"mlp head: bad hyper-parameters hidden={hidden} blocks={blocks} dropout={dropout}")
         self.hidden = int(hidden)

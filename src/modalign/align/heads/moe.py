@@ -22,8 +22,8 @@ class MoEHead(Head):
     name = "moe"
 
     def __init__(self, in_dim: int, out_dim: int, experts: int = 4, top_k: int = 2, hidden: int = 512,
-                 dropout: float = 0.1, aux_weight: float = 0.01) -> None:
-        super().__init__(in_dim, out_dim)
+                 dropout: float = 0.1, aux_weight: float = 0.01, input_norm: str = "center") -> None:
+        super().__init__(in_dim, out_dim, input_norm)
         if not 1 <= top_k <= experts:
             raise ValueError(f"moe head: need 1 ≤ top_k ≤ experts, got top_k={top_k}, experts={experts}")
         self.experts = int(experts)
