@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, get_encoder
+from modalign.evaluation.probe import DEFAULT_PROBE_METRICS, probe_layers, sample_rows
 from modalign.metrics import get_metric
-from modalign.metrics.probe import DEFAULT_PROBE_METRICS, probe_layers, sample_rows
 from test_report import chromium, run_cli, shared
 
 Planted = tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]

@@ -33,3 +33,7 @@ class ItemError(ModalignError):
 
 class ConfigError(ModalignError):
     """A model/index/config file is invalid."""
+
+
+class StorageError(ModalignError):
+    """A file could not be written or read: disk full, read-only folder, no permission (names the path)."""

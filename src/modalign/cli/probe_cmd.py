@@ -14,7 +14,7 @@ from modalign.cli._ui import console, fail, progress_bars, report_skipped
 from modalign.errors import ModalignError
 
 if TYPE_CHECKING:
-    from modalign.metrics.probe import ProbeResult
+    from modalign.evaluation.probe import ProbeResult
 
 
 def probe_command(
@@ -32,8 +32,8 @@ def probe_command(
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
 ) -> None:
     """Score every layer pair (mutual-kNN, CKA, RSA, SVCCA) and show what `fit --layers auto` would pick."""
+    from modalign.evaluation.probe import probe_dataset
     from modalign.features import FeatureCache
-    from modalign.metrics.probe import probe_dataset
 
     ds = load_dataset(data, on_error, allow_outside_root)
     mods = parse_list(modalities)

@@ -12,26 +12,13 @@ from typing import Any, Literal
 import numpy as np
 
 from modalign.data.manifest import read_rows
+from modalign.data.rows import MAX_TEXT_CHARS, RowError
+from modalign.data.validate import RowValidator
 from modalign.errors import ManifestError
 
 OnError = Literal["skip", "fail"]
 
-#: longer texts are rejected rather than silently truncated by an encoder
-MAX_TEXT_CHARS = 20_000
-
-
-@dataclass(frozen=True)
-class RowError:
-    """One problem with one row: recorded (``--on-error skip``) or raised (``fail``)."""
-
-    row: int | str
-    id: str | None
-    field: str
-    reason: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"row": self.row, "id": self.id, "field": self.field, "reason": self.reason}
-
+__all__ = ["MAX_TEXT_CHARS", "OnError", "PairedDataset", "RowError", "split_indices"]
 
 @dataclass
 class PairedDataset:
@@ -127,8 +114,6 @@ class PairedDataset:
         allow_outside_root: bool = False,
         source: Path | None = None,
     ) -> PairedDataset:
-        from modalign.data.validate import RowValidator
-
         validator = RowValidator(Path(root).resolve(), allow_outside_root)
         for number, row in _numbered(rows):
             validator.add(number, row)

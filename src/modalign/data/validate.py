@@ -8,18 +8,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from modalign.data.modality import is_non_modality_field, modality_kind
+from modalign.data.rows import MAX_TEXT_CHARS, RowError
 from modalign.data.vector_values import float32_vector, majority_dim
 
-if TYPE_CHECKING:
-    from modalign.data.dataset import PairedDataset, RowError
+if TYPE_CHECKING:  # the annotation of build() only; never imported at run time
+    from modalign.data.dataset import PairedDataset
 
 
 class RowValidator:
     """Accumulates valid rows and the errors of invalid ones (a bad row is dropped whole)."""
 
     def __init__(self, root: Path, allow_outside_root: bool = False) -> None:
-        from modalign.data.dataset import RowError
-
         self._RowError = RowError
         self.root = root
         self.allow_outside_root = allow_outside_root
@@ -92,8 +91,6 @@ class RowValidator:
         self.rows.append(clean)
 
     def _item(self, kind: str, key: str, value: Any) -> Any:
-        from modalign.data.dataset import MAX_TEXT_CHARS
-
         if kind == "text":
             if not isinstance(value, str):
                 raise ValueError(f"text must be a string, got {type(value).__name__}")

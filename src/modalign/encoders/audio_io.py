@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from modalign.data.audio_levels import SILENCE_RMS
 from modalign.errors import ItemError
 
 SAMPLE_RATE = 16_000
@@ -26,8 +27,6 @@ N_FFT = 400
 HOP_LENGTH = 160
 #: Whisper's encoder sees at most 30 s (3000 mel frames -> 1500 encoder frames)
 MAX_SECONDS = 30.0
-#: a clip whose RMS is under this (-80 dBFS) carries no signal: all-zero or dither only
-SILENCE_RMS = 1e-4
 #: refuse files longer than this before decoding them whole (memory guard; Whisper reads 30 s anyway)
 MAX_FILE_SECONDS = 600.0
 #: sample rates real recordings use; a corrupt header can claim any 32-bit rate, and resampling from

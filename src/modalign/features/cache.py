@@ -10,18 +10,22 @@ A shard is written to a temp file, fsynced and renamed, and only then listed in 
 (itself replaced atomically under a lock). A process killed at any point leaves either a listed,
 complete shard or an unlisted file that the next run deletes — so rows are never lost or doubled.
 A shard whose checksum does not match is dropped and its rows are recomputed.
+
+Concurrent writers share work: before encoding a chunk, a writer takes that chunk's claim lock
+(``.claim-XX.lock``, one of 64 by the chunk's keys), re-reads the index and encodes only what
+nobody stored meanwhile. A folder that cannot be written (read-only mount) is opened read-only:
+reading works, writing raises ``StorageError`` naming the folder.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import errno
 import hashlib
 import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +34,10 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save
 
+from modalign._io import atomic_write_bytes, file_lock, sha256_file, storage_error
+from modalign.errors import ConfigError, StorageError
 from modalign.features.keys import KEY_BYTES
+from modalign.features.tensor_map import map_tensor
 
 log = logging.getLogger(__name__)
 
@@ -47,37 +54,22 @@ def _slug(cache_id: str) -> str:
     return f"{readable}-{digest}"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+#: claim locks per encoder folder (a bounded number of lock files; two chunks sharing one just take turns)
+CLAIM_BUCKETS = 64
+#: errno values that mean "this folder cannot be written", where a complete cache still serves reads
+_READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """temp file in the same folder + fsync + rename (+ fsync of the folder)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _read_info(path: Path) -> dict[str, Any]:
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: invalid feature cache info file: {exc}") from None
+    except OSError as exc:
+        raise storage_error(path, "read", exc) from None
+    if not isinstance(info, dict):
+        raise ConfigError(f"{path}: invalid feature cache info file: expected a JSON object")
+    return info
 
 
 class EncoderStore:
@@ -87,10 +79,15 @@ class EncoderStore:
         self.folder = folder
         self.cache_id = cache_id
         self.layer_dims = dict(layer_dims)
-        folder.mkdir(parents=True, exist_ok=True)
+        self.read_only = False  # set when the folder turns out not writable (see ``_locked``)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if not folder.is_dir():
+                raise storage_error(folder, "create the feature cache folder", exc) from None
         info = folder / "info.json"
         if info.exists():
-            stored = json.loads(info.read_text())
+            stored = _read_info(info)
             if stored.get("cache_id") != cache_id:
                 raise RuntimeError(f"feature cache folder {folder} belongs to {stored.get('cache_id')!r}")
         else:
@@ -106,13 +103,53 @@ class EncoderStore:
 
     # ---------------------------------------------------------------- index
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        with (self.folder / ".lock").open("a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _locked(self) -> Iterator[bool]:
+        """The index lock; yields False (no lock, nothing may be changed) when the folder is read-only."""
+        if self.read_only:
+            yield False
+            return
+        try:
+            lock = file_lock(self.folder / ".lock")
+            lock.__enter__()
+        except StorageError as exc:
+            cause = exc.__context__
+            if not (isinstance(cause, OSError) and cause.errno in _READ_ONLY_ERRNOS):
+                raise
+            log.info("feature cache folder %s is read-only: reading only", self.folder)
+            self.read_only = True
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def claim(self, keys: list[bytes]) -> Iterator[None]:
+        """Hold the claim lock of a chunk of ``keys`` while encoding it, then ``sync()`` again.
+
+        Two processes extracting the same items chunk them alike, so the second waits for the first's
+        shard and then finds its keys cached instead of encoding them again. Read-only: no lock.
+        """
+        if self.read_only or not keys:
+            yield
+            return
+        bucket = hashlib.sha256(b"".join(keys)).digest()[0] % CLAIM_BUCKETS
+        with file_lock(self.folder / f".claim-{bucket:02d}.lock"):
+            self.sync()
+            yield
+
+    def sync(self) -> None:
+        """Take in the shards other processes listed since the last look (reads only their keys)."""
+        for entry in self._read_index():
+            if entry["file"] in self._shards:
+                continue
+            keys = self._read_keys(entry["file"])
+            if keys is None or len(keys) != entry["rows"]:
+                continue  # being replaced or corrupt: the next refresh() decides
+            self._shards[entry["file"]] = entry
+            for row, key in enumerate(keys):
+                self._lookup.setdefault(key, (entry["file"], row))
 
     def _read_index(self) -> list[dict[str, Any]]:
         path = self.folder / "index.json"
@@ -126,10 +163,10 @@ class EncoderStore:
 
     def refresh(self) -> None:
         """Re-read the index; drop orphan temp files and shards not listed (an interrupted write)."""
-        with self._locked():
+        with self._locked() as writable:
             entries = self._read_index()
             listed = {e["file"] for e in entries}
-            for path in self.folder.iterdir():
+            for path in self.folder.iterdir() if writable else ():
                 orphan_tmp = path.name.startswith(".shard-") and path.name.endswith(".tmp")
                 if orphan_tmp or (SHARD_RE.match(path.name) and path.name not in listed):
                     with contextlib.suppress(FileNotFoundError):
@@ -158,11 +195,12 @@ class EncoderStore:
 
     def _drop_shard(self, name: str, reason: str) -> None:
         log.warning("feature cache shard %s/%s is %s; its rows will be recomputed", self.folder, name, reason)
-        with self._locked():
-            entries = [e for e in self._read_index() if e["file"] != name]
-            atomic_write_bytes(self.folder / "index.json", json.dumps({"shards": entries}).encode())
-            with contextlib.suppress(FileNotFoundError):
-                (self.folder / name).unlink()
+        with self._locked() as writable:
+            if writable:  # read-only: forgotten by this process only
+                entries = [e for e in self._read_index() if e["file"] != name]
+                atomic_write_bytes(self.folder / "index.json", json.dumps({"shards": entries}).encode())
+                with contextlib.suppress(FileNotFoundError):
+                    (self.folder / name).unlink()
         self._loaded.pop(name, None)
         self._maps = {k: v for k, v in self._maps.items() if k[0] != name}
         self._verified.discard(name)
@@ -182,14 +220,12 @@ class EncoderStore:
         None if the shard is missing or corrupt (it is dropped). The checksum is verified once."""
         if (name, layer) in self._maps:
             return self._maps[(name, layer)]
-        from modalign.features.reader import map_tensor
-
         path = self.folder / name
         if name not in self._shards or not path.exists():
             self._drop_shard(name, "missing")
             return None
         if name not in self._verified:
-            if _sha256(path) != self._shards[name]["sha256"]:  # streamed in 1 MiB chunks: bounded memory
+            if sha256_file(path) != self._shards[name]["sha256"]:  # streamed in 1 MiB chunks: bounded memory
                 self._drop_shard(name, "corrupt (checksum mismatch)")
                 return None
             self._verified.add(name)
@@ -205,7 +241,7 @@ class EncoderStore:
         if not path.exists():
             self._drop_shard(name, "missing")
             return None
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             self._drop_shard(name, "corrupt (checksum mismatch)")
             return None
         tensors = load_file(str(path))
@@ -247,23 +283,15 @@ class EncoderStore:
         tensors = {"keys": np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), KEY_BYTES).copy()}
         for layer, arr in feats.items():
             tensors[f"layer.{layer}"] = np.ascontiguousarray(arr, dtype=np.float32)
-        with self._locked():
+        with self._locked() as writable:
+            if not writable:
+                raise StorageError(f"{self.folder}: cannot store features: the feature cache folder is read-only")
             entries = self._read_index()
             used = [int(m.group(1)) for e in entries if (m := SHARD_RE.match(e["file"]))]
             name = f"shard-{(max(used) + 1 if used else 1):06d}.safetensors"
             # serialised once in memory: the checksum comes from these bytes, not from reading the file back
             data = save(tensors)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.folder / name)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            atomic_write_bytes(self.folder / name, data)
             entry = {"file": name, "rows": len(keys), "sha256": hashlib.sha256(data).hexdigest()}
             entries.append(entry)
             atomic_write_bytes(self.folder / "index.json", json.dumps({"shards": entries}).encode())
@@ -280,7 +308,11 @@ class FeatureCache:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_root()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if not self.root.is_dir():
+                raise storage_error(self.root, "create the feature cache folder", exc) from None
         self._stores: dict[str, EncoderStore] = {}
 
     def store(self, cache_id: str, layer_dims: dict[str, int]) -> EncoderStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -129,24 +130,30 @@ def extract(
         for start in range(0, len(to_encode), shard_size):
             if should_stop is not None and should_stop():
                 raise KeyboardInterrupt("extraction stopped")
-            chunk = to_encode[start : start + shard_size]
-            out, ok_rows, bad = _encode_isolating_errors(encoder, [items[i] for i in chunk], all_layers)
-            n_encoded += len(chunk)
-            for row, reason in bad:
-                failed.add(chunk[row])
-                errors.append((chunk[row], reason))
-                if on_error == "fail":
-                    raise ItemError(items[chunk[row]], reason)
-            good = [chunk[r] for r in ok_rows]
-            cacheable = [(j, i) for j, i in enumerate(good) if keys[i] is not None]
-            if store is not None and cacheable:
-                store.append([keys[i] for _, i in cacheable],  # type: ignore[misc]
-                             {layer: out[layer][[j for j, _ in cacheable]] for layer in all_layers})
+            planned = to_encode[start : start + shard_size]
+            claim = store.claim([k for i in planned if (k := keys[i]) is not None]) if store is not None \
+                else contextlib.nullcontext()
+            with claim:
+                # another process may have stored some of these while this one waited for the claim
+                chunk = [i for i in planned if keys[i] is None or store is None or not store.contains(keys[i])]
+                out, ok_rows, bad = _encode_isolating_errors(encoder, [items[i] for i in chunk], all_layers) \
+                    if chunk else ({}, [], [])
+                n_encoded += len(chunk)
+                for row, reason in bad:
+                    failed.add(chunk[row])
+                    errors.append((chunk[row], reason))
+                    if on_error == "fail":
+                        raise ItemError(items[chunk[row]], reason)
+                good = [chunk[r] for r in ok_rows]
+                cacheable = [(j, i) for j, i in enumerate(good) if keys[i] is not None]
+                if store is not None and cacheable:
+                    store.append([keys[i] for _, i in cacheable],  # type: ignore[misc]
+                                 {layer: out[layer][[j for j, _ in cacheable]] for layer in all_layers})
             for j, i in enumerate(good):
                 if keys[i] is None or store is None:
                     direct[i] = {layer: out[layer][j] for layer in wanted}
             if progress is not None:
-                progress(len(chunk))
+                progress(len(planned))
 
         for i, row in direct.items():
             for layer in wanted:

@@ -6,10 +6,7 @@ the page cache), so a feature matrix larger than RAM trains as fast as the disk 
 
 from __future__ import annotations
 
-import json
-import struct
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,21 +14,7 @@ import numpy as np
 from modalign.encoders.base import Encoder
 from modalign.features.cache import EncoderStore, FeatureCache
 from modalign.features.keys import item_key
-
-
-def map_tensor(path: str | Path, name: str) -> np.memmap:
-    """One float32 tensor of a safetensors file as a read-only memory map (header parsed, data not read)."""
-    with open(path, "rb") as fh:
-        (size,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(size))
-    spec = header.get(name)
-    if spec is None or spec.get("dtype") != "F32":
-        raise ValueError(f"{path}: no float32 tensor {name!r}")
-    begin, end = spec["data_offsets"]
-    shape = tuple(int(s) for s in spec["shape"])
-    if end - begin != 4 * int(np.prod(shape)):
-        raise ValueError(f"{path}: tensor {name!r} has {end - begin} bytes for shape {shape}")
-    return np.memmap(path, dtype="<f4", mode="r", offset=8 + size + begin, shape=shape)
+from modalign.features.tensor_map import map_tensor  # noqa: F401  (still importable from here)
 
 
 class CachedMatrix:

@@ -92,9 +92,3 @@ def even_rows(n: int, max_rows: int | None) -> np.ndarray:
     if max_rows is None or n <= max_rows:
         return np.arange(n)
     return np.unique(np.linspace(0, n - 1, max_rows).round().astype(np.int64))
-
-
-def get_metric(name: str, **options: Any) -> Metric:
-    import modalign.metrics  # noqa: F401  (importing the package registers every metric)
-
-    return METRICS.create(name, **options)

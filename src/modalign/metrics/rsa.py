@@ -12,16 +12,14 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.stats import rankdata
 
 from modalign.metrics.base import METRICS, PairMetric, even_rows, normalize_rows
 
 
 def average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties get the mean of the ranks they span (scipy's ``rankdata`` default)."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    mean_rank = ends - (counts - 1) / 2.0
-    return mean_rank[inverse.ravel()]
+    """1-based ranks, ties get the mean of the ranks they span."""
+    return rankdata(values, method="average")
 
 
 def upper_dissimilarities(x: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ No pickle anywhere: JSON, safetensors and faiss's own binary format.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -28,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file, save
 
+from modalign._io import atomic_write_bytes, file_lock, fsync_dir, sha256_file
 from modalign.errors import ConfigError
-from modalign.features.cache import _fsync_dir, _sha256, atomic_write_bytes
 from modalign.search.catalog import Segment
 
 FORMAT = "modalign.index"
@@ -141,7 +141,7 @@ class IndexStore:
         path = self.folder / name
         if not path.is_file():
             raise ConfigError(f"{self.folder}: index file {name} is missing")
-        if _sha256(path) != record.sha256.get(name):
+        if sha256_file(path) != record.sha256.get(name):
             raise ConfigError(f"{self.folder}: index file {name} is corrupt (checksum mismatch)")
         return path
 
@@ -162,7 +162,7 @@ class IndexStore:
         if record is None:
             return None
         path = self.folder / record.file
-        if not path.is_file() or _sha256(path) != record.sha256:
+        if not path.is_file() or sha256_file(path) != record.sha256:
             return None
         return path
 
@@ -170,17 +170,17 @@ class IndexStore:
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """Exclusive writer lock; also removes what an interrupted writer left behind."""
-        with (self.folder / ".lock").open("a+") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ConfigError(f"{self.folder}: another process is writing this index") from None
-            try:
-                self.reload()  # another writer may have committed since this store was opened
-                self._remove_unlisted()
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        try:
+            lock = file_lock(self.folder / ".lock", wait=False)
+            lock.__enter__()
+        except Timeout:
+            raise ConfigError(f"{self.folder}: another process is writing this index") from None
+        try:
+            self.reload()  # another writer may have committed since this store was opened
+            self._remove_unlisted()
+            yield
+        finally:
+            lock.__exit__(None, None, None)
 
     def _listed(self) -> set[str]:
         names = {f"{s.name}.{ext}" for s in self.manifest.segments for ext in ("json", "safetensors")}
@@ -205,21 +205,18 @@ class IndexStore:
         if segment.entries:
             vectors = np.ascontiguousarray(segment.vectors, dtype=np.float32)
             path = self.folder / f"{name}.safetensors"
-            tmp = self.folder / f".{name}.safetensors.tmp"
-            save_file({"vectors": vectors}, str(tmp))
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            hashes[path.name] = _sha256(path)
+            data = save({"vectors": vectors})
+            atomic_write_bytes(path, data)
+            hashes[path.name] = hashlib.sha256(data).hexdigest()
         log_path = self.folder / f"{name}.json"
         atomic_write_bytes(log_path, json.dumps(segment.log(), ensure_ascii=False).encode())
-        hashes[log_path.name] = _sha256(log_path)
+        hashes[log_path.name] = sha256_file(log_path)
         return SegmentRecord(name=name, entries=len(segment.entries), sha256=hashes)
 
     def write_ann(self, modality: str, backend: Any, generation: int) -> AnnRecord:
         path = self.folder / f"ann-{generation:06d}-{_slug(modality)}.faiss"
-        backend.save(path)
-        return AnnRecord(file=path.name, sha256=_sha256(path))
+        backend.save(path)  # atomic itself (faiss_base.save)
+        return AnnRecord(file=path.name, sha256=sha256_file(path))
 
     def commit(self, segments: list[SegmentRecord], ann: dict[str, AnnRecord], generation: int) -> None:
         """Replace index.json (the commit point), then delete the files it no longer lists."""
@@ -227,4 +224,4 @@ class IndexStore:
         atomic_write_bytes(self.folder / INDEX_FILE, manifest.model_dump_json(indent=1).encode())
         self.manifest = manifest
         self._remove_unlisted()
-        _fsync_dir(self.folder)
+        fsync_dir(self.folder)

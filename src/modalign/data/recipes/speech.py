@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from modalign.data.audio_levels import SILENCE_RMS
 from modalign.data.recipes.base import DATASETS, DatasetRecipe, PrepareResult, Progress
 from modalign.data.recipes.files import write_jsonl_atomic, write_text_atomic
 from modalign.data.recipes.install import InstallError, apt_command, install_commands, pip_missing
@@ -50,8 +51,6 @@ class ClipCheck:
 def check_clip(path: Path) -> ClipCheck:
     """Read a rendered clip back and classify it (silence threshold as the audio encoders use)."""
     import soundfile as sf
-
-    from modalign.encoders.audio_io import SILENCE_RMS
 
     if not path.is_file() or path.stat().st_size == 0:
         return ClipCheck("missing")

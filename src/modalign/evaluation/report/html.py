@@ -1,4 +1,9 @@
-"""HTML building blocks of the reports: the page template, tables, number formatting. No JavaScript."""
+"""HTML building blocks of the reports: the page template, tables, number formatting. No JavaScript.
+
+The page is a Jinja2 template with autoescape (text values are escaped by Jinja, pre-built HTML is
+passed as ``Markup``). The small fragment builders below stay f-strings: each is one line of markup,
+and a template per table cell would be longer than the code it replaces.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ import html
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from importlib.resources import files
-from string import Template
 from typing import Any
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
 
 from modalign import __version__
 
@@ -85,13 +91,17 @@ def facts(items: Mapping[str, Any]) -> str:
 def page(title: str, subtitle: str, sections: Sequence[tuple[str, str, str]], payload: Mapping[str, Any],
          footer: str = "") -> str:
     """sections: (anchor, nav label, html). The payload is embedded verbatim as JSON (machine-readable twin)."""
-    template = Template(files("modalign.evaluation.report").joinpath("template.html").read_text(encoding="utf-8"))
     nav = "<nav>" + "".join(f'<a href="#{esc(a)}">{esc(label)}</a>' for a, label, _ in sections) + "</nav>"
     data = json.dumps(payload, ensure_ascii=False, allow_nan=True, default=_jsonable).replace("</", "<\\/")
-    return template.substitute(
-        title=esc(title), subtitle=subtitle, nav=nav, body="\n".join(h for _, _, h in sections),
-        footer=footer or f"made by modalign {esc(__version__)}", payload=data, version=esc(__version__),
+    return _ENV.get_template("template.html").render(
+        title=title, subtitle=Markup(subtitle), nav=Markup(nav), body=Markup("\n".join(h for _, _, h in sections)),
+        footer=Markup(footer) if footer else f"made by modalign {__version__}", payload=Markup(data),
+        version=__version__,
     )
+
+
+_ENV = Environment(loader=PackageLoader("modalign.evaluation.report", "."),
+                   autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from modalign.evaluation.probe import SELECTION_METRIC, ProbeResult
 from modalign.evaluation.report import plots
 from modalign.evaluation.report.html import esc, figure, fmt, page, section, table
-from modalign.metrics.probe import SELECTION_METRIC, ProbeResult
 
 TITLES = {"mutual_knn": "mutual k-NN", "cka": "linear CKA", "cka_unbiased": "linear CKA (unbiased)",
           "rsa": "RSA (Spearman)", "svcca": "SVCCA"}

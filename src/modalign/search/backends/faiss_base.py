@@ -1,20 +1,19 @@
 """Shared plumbing of the faiss backends: ids, search, crash-safe save and load.
 
 ``faiss.write_index`` files are faiss's own binary layout (no code is executed when reading them).
-Saving goes to a temp file that is fsynced and renamed, so a crash leaves the previous file intact.
+Saving goes through ``modalign._io.atomic_write_with`` (temp file, fsync, rename), so a crash leaves
+the previous file intact.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from modalign._io import atomic_write_with
 from modalign.search.backends.base import SearchBackend, as_queries
 
 
@@ -60,18 +59,7 @@ class FaissBackend(SearchBackend):
         return self._index.search(q, k)
 
     def save(self, path: Path) -> None:
-        faiss = _faiss()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            faiss.write_index(self._index, tmp)
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write_with(path, lambda tmp: _faiss().write_index(self._index, str(tmp)))
 
     def load(self, path: Path) -> None:
         index = _faiss().read_index(str(path))

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from modalign.metrics.base import PairMetric, get_metric
+from modalign.metrics.base import PairMetric
+from modalign.metrics.registry import get_metric
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,118 @@
+"""Crash-safe file writes shared by the feature cache, the model folder and the search index.
+
+Everything here sits below every other layer (it imports only ``modalign.errors``), so features,
+align and search use one implementation of: atomic replace (temp file + fsync + rename + fsync of
+the folder), streamed SHA-256, cross-process locks (``filelock``) and umask-respecting file modes.
+A failed write (disk full, read-only, no permission) raises ``StorageError`` naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from modalign.errors import StorageError
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (other threads may be creating files)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # no /proc: the classic swap-and-restore
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the umask (mkstemp alone gives 0600)."""
+    return 0o666 & ~current_umask()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (bounded memory)."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (best effort: some file systems refuse fsync on folders)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def storage_error(path: Path, action: str, exc: BaseException) -> StorageError:
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
+    return StorageError(f"{path}: cannot {action}: {reason}")
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` fills a temp file next to ``path``; it is then fsynced and renamed onto ``path``.
+
+    For writers that only take a file name (faiss, safetensors ``save_file``). Any failure removes the
+    temp file, leaves ``path`` as it was and raises ``StorageError`` naming ``path``.
+    """
+    try:
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise storage_error(path, "write", exc) from None
+    tmp = Path(name)
+    try:
+        os.close(fd)
+        write(tmp)
+        with tmp.open("rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        if isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError":
+            raise storage_error(path, "write", exc) from None
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically: readers see the old file or the new one, never a part."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+
+    atomic_write_with(path, write)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, wait: bool = True) -> Iterator[None]:
+    """Exclusive cross-process lock on ``path`` (created if needed, never deleted).
+
+    ``wait=False`` raises ``filelock.Timeout`` at once when another process holds it. A lock file
+    that cannot be created (read-only folder, no permission) raises ``StorageError``.
+    """
+    lock = FileLock(path, timeout=-1 if wait else 0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise
+    except OSError as exc:
+        raise storage_error(path, "take the lock", exc) from None
+    try:
+        yield
+    finally:
+        lock.release()
