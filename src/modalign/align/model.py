@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from modalign._io import atomic_write_bytes
 from modalign.align.heads.base import Head, build_head
 from modalign.align.model_card import write_model_card
 from modalign.errors import ConfigError
@@ -106,15 +107,13 @@ class AlignedModel:
                 "modalities": {m: b.to_json() for m, b in self.branches.items()}, "training": self.training}
 
     def save(self, directory: str | Path) -> Path:
-        from modalign.features.cache import atomic_write_bytes
-
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         tensors = {}
         for m, b in self.branches.items():
             for key, value in b.head.state_dict().items():
                 tensors[f"{m}.{key}"] = value.detach().contiguous().clone()
-        save_file(tensors, str(out / "heads.safetensors"))
+        atomic_write_bytes(out / "heads.safetensors", save(tensors))  # a crash or full disk leaves the old file
         atomic_write_bytes(out / "config.json", json.dumps(self.config(), indent=2).encode())
         atomic_write_bytes(out / "metrics.json", json.dumps(self.metrics, indent=2, default=_jsonable).encode())
         write_model_card(self, out)
