@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from alignment_report import markdown_report, plot_curves, ratio_summary, summarize
+from alignment_report import auto_summary, markdown_report, plot_curves, ratio_summary, summarize
 
 from modalign.align.fit import encode_column, fit_arrays
 from modalign.align.trainer import TrainerSettings
@@ -73,6 +73,7 @@ METHODS: dict[str, dict[str, Any]] = {
     "+layer-auto": {"method": "infonce", "options": {"structure": 10}, "layers": "auto"},
     "cwcl": {"method": "cwcl"},
     "siglip": {"method": "siglip"},
+    "auto": {"method": "auto"},  # the default of `modalign fit`: CV over the candidates, then a refit
 }
 #: not fitted: per (size, seed), the fitted method with the best *validation* R@1 (model selection without test)
 VAL_SELECT = "val-select"
@@ -223,6 +224,7 @@ def run(datasets: dict[str, tuple[str | Path, int | None]], methods: Sequence[st
                     row = {"dataset": name, "method": method, "size": size, "n_pairs": len(pair_rows),
                            "seed": seed, "val_R@1": info.get("val_R@1"), "layers": chosen, "fit_s": secs,
                            "epochs": info.get("epochs_run"), "params": info.get("params"),
+                           "picked": (info.get("auto") or {}).get("picked"),
                            "directions": heldout_r1(prep, heads, chosen)}
                     rows_out.append(row)
                     if progress:
@@ -242,6 +244,7 @@ def run(datasets: dict[str, tuple[str | Path, int | None]], methods: Sequence[st
 def finish(result: dict[str, Any]) -> dict[str, Any]:
     result["summary"] = summarize(result["runs"])
     result["ratios"] = ratio_summary(result["summary"])
+    result["auto"] = auto_summary(result["summary"])
     return result
 
 
@@ -265,7 +268,7 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
 def _val_select(rows: list[dict[str, Any]], name: str, size: int | str, seed: int,
                 methods: Sequence[str]) -> list[dict[str, Any]]:
     cands = [r for r in rows if r["dataset"] == name and r["size"] == size and r["seed"] == seed
-             and r["method"] in methods and r["val_R@1"] is not None]
+             and r["method"] in methods and r["method"] != "auto" and r["val_R@1"] is not None]
     if len(cands) < 2:
         return []
     best = max(cands, key=lambda r: r["val_R@1"])

@@ -11,6 +11,10 @@ import numpy as np
 BASELINES = ("procrustes", "infonce-linear")
 TARGETS = {"procrustes": 1.5, "infonce-linear": 1.2}  # the issue's targets for the best method
 SELECTOR = "val-select"
+AUTO = "auto"
+#: the targets of the default: ≥ 0.95 × the best single method picked by test score (the oracle) at every
+#: size, and ≥ 1.3 × Procrustes up to 1k pairs
+AUTO_TARGETS = {"oracle": 0.95, "procrustes": 1.3}
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -30,8 +34,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             cell[d] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0}
         both = np.array([np.mean([r["directions"][d]["R@1"] for d in dirs]) for r in rs])
         cell["mean"] = {"mean": float(both.mean()), "std": float(both.std(ddof=1)) if len(both) > 1 else 0.0}
-        if method == SELECTOR:
-            cell["picked"] = sorted({r["picked"] for r in rs})
+        if method in (SELECTOR, AUTO):
+            cell["picked"] = sorted({r["picked"] for r in rs if r.get("picked")})
         out.setdefault(ds, {}).setdefault(method, {})[size] = cell
     return out
 
@@ -51,7 +55,7 @@ def ratio_summary(summary: dict[str, Any]) -> dict[str, Any]:
         sizes = list(dict.fromkeys(s for m in methods.values() for s in m))
         for size in _ratio_sizes(sizes):
             cells = {m: c[size] for m, c in methods.items() if size in c}
-            fitted = {m: c for m, c in cells.items() if m != SELECTOR}
+            fitted = {m: c for m, c in cells.items() if m not in (SELECTOR, AUTO)}
             if not fitted:
                 continue
             best = max(fitted, key=lambda m: fitted[m]["mean"]["mean"])
@@ -69,6 +73,30 @@ def ratio_summary(summary: dict[str, Any]) -> dict[str, Any]:
                 entry[label] = {"method": m, "R@1": {k: cells[m][k]["mean"] for k in keys}, "ratio_to": ratios}
                 if m == SELECTOR:
                     entry[label]["picked"] = cells[m].get("picked")
+            out.setdefault(ds, {})[size] = entry
+    return out
+
+
+def auto_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """Per dataset and size: auto's mean held-out R@1 against the oracle (the single method with the best
+    test score, which no real run can know) and against Procrustes, with the targets."""
+    out: dict[str, Any] = {}
+    for ds, methods in summary.items():
+        for size, cell in methods.get(AUTO, {}).items():
+            singles = {m: c[size] for m, c in methods.items() if m not in (SELECTOR, AUTO) and size in c}
+            if not singles:
+                continue
+            oracle = max(singles, key=lambda m: singles[m]["mean"]["mean"])
+            auto_r1 = cell["mean"]["mean"]
+            entry: dict[str, Any] = {"n_pairs": cell["n_pairs"], "R@1": auto_r1, "picked": cell.get("picked"),
+                                     "oracle": oracle, "oracle_R@1": singles[oracle]["mean"]["mean"],
+                                     "x_oracle": _ratio(auto_r1, singles[oracle]["mean"]["mean"])}
+            entry["meets_oracle_target"] = entry["x_oracle"] >= AUTO_TARGETS["oracle"]
+            if "procrustes" in singles:
+                entry["x_procrustes"] = _ratio(auto_r1, singles["procrustes"]["mean"]["mean"])
+                small = size != "all" and int(size) <= 1000
+                entry["meets_procrustes_target"] = entry["x_procrustes"] >= AUTO_TARGETS["procrustes"] if small \
+                    else None
             out.setdefault(ds, {})[size] = entry
     return out
 
@@ -132,6 +160,22 @@ def markdown_report(result: dict[str, Any]) -> str:
                 lines.append(f"| {ds} | {size} ({entry['n_pairs']}) | {name} | {e['R@1']['mean']:.3f} | "
                              + " | ".join(cols) + " |")
     lines.append("")
+    if result.get("auto"):
+        lines.append("### auto (the default) against the oracle and Procrustes (mean of both directions)")
+        lines.append("")
+        lines.append("| dataset | pairs | auto R@1 | oracle (best single by test score) | × oracle | × Procrustes "
+                     "| auto picked |")
+        lines.append("|---|---|---|---|---|---|---|")
+        for ds, by_size in result["auto"].items():
+            for size, e in by_size.items():
+                mark = "✓" if e["meets_oracle_target"] else "✗"
+                xp = e.get("x_procrustes")
+                pmark = {True: " ✓", False: " ✗", None: ""}[e.get("meets_procrustes_target")]
+                lines.append(f"| {ds} | {size} ({e['n_pairs']}) | {e['R@1']:.3f} | {e['oracle']} "
+                             f"{e['oracle_R@1']:.3f} | {e['x_oracle']:.2f} {mark} | "
+                             + (f"{xp:.2f}{pmark}" if xp is not None else "–")
+                             + f" | {', '.join(e.get('picked') or [])} |")
+        lines.append("")
     return "\n".join(lines)
 
 

@@ -68,3 +68,17 @@ def test_cwcl_with_one_sided_weights_equals_brute_force_of_that_side() -> None:
     got = float(loss(za, zb, PairBatch(groups=torch.tensor(groups), xa=xa, xb=xa.clone())))
     want = _brute_cwcl(za, zb, xa, xa, groups, tau=0.2, power=1.0)  # both sides = a: the mean is a's weights
     assert abs(got - want) < 1e-5, (got, want)
+
+
+def test_an_unknown_loss_option_is_an_error_not_a_default() -> None:
+    import pytest
+
+    from modalign.align.losses.combined import build_loss
+
+    with pytest.raises(ValueError, match="unknown loss option 'temprature'"):
+        build_loss("infonce", {"temprature": 0.01})
+    with pytest.raises(ValueError, match=r"siglip.*no temperature"):
+        build_loss("siglip", {"temperature": 0.01})
+    assert build_loss("infonce", {"temperature": 0.01}).config()["temperature"] == 0.01
+    assert build_loss("siglip", {"siglip_max_scale": 50.0}).config()["max_scale"] == 50.0
+    assert build_loss("gram", {"gram_label_smoothing": 0.1}).config()["label_smoothing"] == 0.1

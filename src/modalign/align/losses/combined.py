@@ -66,6 +66,22 @@ def _kwargs_for(name: str, factory: object, options: dict[str, object], shared: 
     return kwargs
 
 
+def _check_known(main: str, options: dict[str, object]) -> None:
+    """Every option must reach a loss: a misspelt ``temprature`` would otherwise train at the default."""
+    from modalign.align.losses.base import LOSSES
+
+    main_params = inspect.signature(LOSSES.get(main)).parameters
+    names = LOSSES.names()
+    for key in options:
+        if key in ("temperature", "learn_temperature"):
+            if key not in main_params:
+                raise ValueError(f"option {key!r}: loss {main!r} has no {key}; it takes {', '.join(main_params)}")
+        elif key not in names and not any(key.startswith(f"{n}_") for n in names):
+            raise ValueError(f"unknown loss option {key!r}: give temperature, a regularizer weight "
+                             f"({', '.join(n for n in names if n != main)}) or <loss>_<argument> "
+                             f"(e.g. {main}_{next(iter(main_params), 'x')})")
+
+
 def build_loss(main: str, options: dict[str, object] | None = None) -> Loss:
     """The training loss of ``main`` + every regularizer given a weight in ``options``.
 
@@ -76,6 +92,7 @@ def build_loss(main: str, options: dict[str, object] | None = None) -> Loss:
     from modalign.align.losses.base import LOSSES
 
     options = dict(options or {})
+    _check_known(main, options)
     factory = LOSSES.get(main)
     loss = LOSSES.create(main, **_kwargs_for(main, factory, options, shared=("temperature", "learn_temperature")))
     if loss.is_regularizer:

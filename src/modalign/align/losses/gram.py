@@ -32,21 +32,31 @@ class GramLoss(TupleLoss):
     θ = 90°, where freshly initialised heads start: alone it often settles on *anti*-parallel
     positives, useless for cosine retrieval. A small CLIP term on the pairs (``pairwise``, default
     0.1; 0 = pure GRAM) breaks that symmetry.
+
+    ``label_smoothing`` moves that share of each row's target mass uniformly onto all columns. The
+    GRAM authors' code trains with 0.1; our default is 0 (hard targets, as every other loss here), so
+    that GRAM and InfoNCE differ only in the similarity they contrast.
     """
 
     name = "gram"
 
     def __init__(self, temperature: float = 0.07, learn_temperature: bool = True, anchor: str | None = None,
-                 pairwise: float = 0.1) -> None:
+                 pairwise: float = 0.1, label_smoothing: float = 0.0) -> None:
         super().__init__(temperature, learn_temperature, pairwise)
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"gram label_smoothing must be in [0, 1), got {label_smoothing}")
         self.anchor = anchor
+        self.label_smoothing = float(label_smoothing)
 
     def hyperparameters(self) -> dict[str, object]:
         return {"temperature": self.temperature, "learn_temperature": self.learn_temperature, "anchor": self.anchor,
-                "pairwise": self.pairwise}
+                "pairwise": self.pairwise, "label_smoothing": self.label_smoothing}
 
     def pattern_loss(self, mods: tuple[str, ...], z: dict[str, torch.Tensor], groups: torch.Tensor) -> torch.Tensor:
         anchor = self.anchor if self.anchor in mods else mods[0]
         logits = -self.scale() * gram_volumes(z[anchor], [z[m] for m in mods if m != anchor])
-        targets = soft_targets(groups[:, None] == groups[None, :])
-        return 0.5 * (soft_cross_entropy(logits, targets) + soft_cross_entropy(logits.T, targets.T))
+        positives = groups[:, None] == groups[None, :]
+        eps = self.label_smoothing
+        # each direction normalises its own rows (positives is symmetric, so transposing keeps them rows)
+        targets = [(1 - eps) * soft_targets(p) + eps / len(p) for p in (positives, positives.T)]
+        return 0.5 * (soft_cross_entropy(logits, targets[0]) + soft_cross_entropy(logits.T, targets[1]))
