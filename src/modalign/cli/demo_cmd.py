@@ -42,7 +42,8 @@ def demo_command(
                   f"held-out test: {len(test)} rows / {len(set(test.groups))} concepts")
     feature_cache = FeatureCache(cache)
     results: dict[str, dict] = {}
-    methods = {"InfoNCE-linear": "infonce", "Procrustes": "procrustes"}
+    # the default (auto) beside the two classic baselines it chooses among
+    methods = {"auto (default)": "auto", "InfoNCE-linear": "infonce", "Procrustes": "procrustes"}
     console.rule("[bold]2/3 align image and text (frozen EfficientNet-Lite0 + MiniLM)")
     with progress_bars() as update:
         models = {}
@@ -56,7 +57,9 @@ def demo_command(
     with progress_bars() as update:
         for label, model in models.items():
             results[label] = evaluate(model, test, feature_cache, progress=update)
-    table = metrics_table(f"emoji, held-out concepts (n={results['InfoNCE-linear']['n']} pairs)",
+    picked = models["auto (default)"].metrics["fit"]["auto"]["picked"]
+    table = metrics_table(f"emoji, held-out concepts (n={results['InfoNCE-linear']['n']} pairs); "
+                          f"auto picked {picked}",
                           {label: r["directions"] for label, r in results.items()}, keys=("R@1", "R@5", "R@10"))
     console.print(table)
     for label, r in results.items():
