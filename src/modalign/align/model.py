@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save
 
 from modalign._io import atomic_write_bytes
-from modalign.align.heads.base import Head, build_head
+from modalign.align.heads.base import Head
+from modalign.align.heads.registry import build_head
 from modalign.align.model_card import write_model_card
 from modalign.errors import ConfigError
 

@@ -103,11 +103,3 @@ class Head(nn.Module):
 
 
 HEADS: Registry[Head] = Registry("head")
-
-
-def build_head(config: dict[str, Any]) -> Head:
-    import modalign.align.heads  # noqa: F401  (registers the built-in heads)
-
-    cfg = dict(config)
-    name = cfg.pop("name")
-    return HEADS.create(name, **cfg)
