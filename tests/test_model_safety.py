@@ -74,3 +74,59 @@ def test_invalid_config_names_the_field(model_dir: Path, tmp_path: Path, edit, m
 def test_roundtrip(model_dir: Path) -> None:
     model = load(model_dir)
     assert model.modalities == ["vec_a", "vec_b"] and model.dim == 8
+
+
+def _small_model(tmp_path):
+    from modalign.align.fit import fit_arrays
+    from modalign.align.model import AlignedModel, Branch
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)).astype("float32"), rng.normal(size=(40, 5)).astype("float32")
+    fitted = fit_arrays({"a": {"x": a}, "b": {"x": b}}, {"a": np.ones(40, bool), "b": np.ones(40, bool)},
+                        [str(i) for i in range(40)], ["a", "b"], default_layers={"a": "x", "b": "x"},
+                        method="procrustes", dim=4, val_fraction=0.0)
+    model = AlignedModel(branches={m: Branch(m, "vector", "vectors", {"dim": x.shape[1]}, "x", fitted.heads[m])
+                                   for m, x in (("a", a), ("b", b))}, dim=4, method="procrustes")
+    return model.save(tmp_path / "model")
+
+
+def _tamper_config(folder, change):
+    cfg = json.loads((folder / "config.json").read_text())
+    change(cfg)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+@pytest.mark.parametrize("case", ["truncated", "metrics", "utf8", "unknown-head", "absurd-dims", "nan"])
+def test_a_tampered_model_folder_is_one_clean_error(case, tmp_path):
+    from safetensors.numpy import load_file as load_np
+    from safetensors.numpy import save_file as save_np
+
+    from modalign.align.model import AlignedModel
+    from modalign.errors import ConfigError
+
+    folder = _small_model(tmp_path)
+    weights = folder / "heads.safetensors"
+    if case == "truncated":
+        weights.write_bytes(weights.read_bytes()[:100])
+        expect = "heads.safetensors"
+    elif case == "metrics":
+        (folder / "metrics.json").write_text("{not json")
+        expect = "metrics.json: invalid JSON"
+    elif case == "utf8":
+        (folder / "config.json").write_bytes(b'{"format": "\xff\xfe"}')
+        expect = "config.json: not UTF-8"
+    elif case == "unknown-head":
+        _tamper_config(folder, lambda c: c["modalities"]["a"]["head"].update(name="transformer9000"))
+        expect = "modalities.a.head: unknown head 'transformer9000'"
+    elif case == "absurd-dims":
+        _tamper_config(folder, lambda c: c["modalities"]["a"]["head"].update(in_dim=10**7, out_dim=10**6))
+        expect = "modalities.a.head: its sizes need"
+    else:
+        state = load_np(str(weights))
+        key = next(k for k in state if k.startswith("a.linear.weight"))
+        state[key][0, 0] = np.nan
+        save_np(state, str(weights))
+        expect = "NaN or infinite weights"
+    with pytest.raises(ConfigError) as info:
+        AlignedModel.load(folder)
+    assert expect in str(info.value) and "\n" not in str(info.value), str(info.value)

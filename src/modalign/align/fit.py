@@ -188,8 +188,10 @@ def fit(
 ) -> AlignedModel:
     """Fit heads aligning ``modalities`` of ``dataset`` (use ``dataset.split`` first to hold out a test set).
 
-    ``method``: a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes,
-    cca, ridge); ``options`` holds its knobs and regularizer weights (``{"structure": 10}``);
+    ``method``: ``auto`` (default: group k-fold cross-validation on these rows over closed forms and
+    trained losses, then a refit of the winner; ``options`` ``candidates`` / ``folds`` / ``budget_s``),
+    a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes, cca, ridge);
+    ``options`` holds its knobs and regularizer weights (``{"structure": 10}``);
     ``locked`` modalities keep their frozen features (identity head), the others map into them.
     """
     modalities = list(modalities)

@@ -132,25 +132,60 @@ class AlignedModel:
         if suspicious:
             raise ConfigError(f"{folder}: refusing to load a model folder holding {suspicious}: modalign models "
                               "are safetensors + JSON only and never load pickled files")
-        try:
-            raw = json.loads((folder / "config.json").read_text())
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{folder / 'config.json'}: invalid JSON: {exc}") from None
+        raw = _read_json(folder / "config.json")
         cfg = parse_model_config(raw, folder / "config.json")
-        weights = load_file(str(folder / "heads.safetensors"))
+        weights_path = folder / "heads.safetensors"
+        size = weights_path.stat().st_size if weights_path.is_file() else 0
+        heads = {m: _planned_head(folder, m, spec.head, size) for m, spec in cfg.modalities.items()}
+        try:
+            weights = load_file(str(weights_path))
+        except Exception as exc:  # SafetensorError, OSError: truncated, missing or not safetensors at all
+            raise ConfigError(f"{weights_path}: cannot read the head weights ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'truncated or not safetensors'})") from None
         branches = {}
         for m, spec in cfg.modalities.items():
-            head = build_head(spec.head)
+            head = heads[m]
             state = {k[len(m) + 1 :]: v for k, v in weights.items() if k.startswith(f"{m}.")}
             try:
                 head.load_state_dict(state, strict=True)
             except RuntimeError as exc:
                 raise ConfigError(f"{folder}: weights of modality {m!r} do not match its head: {exc}") from None
+            bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+            if bad:  # a NaN weight would serve "score": null to every query
+                raise ConfigError(f"{weights_path}: modality {m!r} has NaN or infinite weights in {bad[:3]}")
             branches[m] = Branch(m, spec.kind, spec.encoder.name, spec.encoder.config, spec.layer, head.eval(),
                                  encoder_weights=spec.encoder.weights_sha256)
         metrics_path = folder / "metrics.json"
-        metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+        metrics = _read_json(metrics_path) if metrics_path.exists() else {}
         return cls(branches=branches, dim=cfg.dim, method=cfg.method, training=cfg.training, metrics=metrics)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file of a model folder, or one ConfigError naming it (bad bytes, bad JSON)."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+
+
+def _planned_head(folder: Path, modality: str, spec: dict[str, Any], weights_bytes: int) -> Head:
+    """The head of ``spec``, after checking on torch's meta device (no memory) that its size is one the
+    weights file can hold: absurd dims in a tampered config fail here, not in a terabyte allocation."""
+    where = f"{folder / 'config.json'}: modalities.{modality}.head"
+    try:
+        with torch.device("meta"):
+            planned = build_head(spec)
+    except KeyError as exc:
+        raise ConfigError(f"{where}: {str(exc).strip(chr(39) + chr(34))}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    need = sum(t.numel() * t.element_size() for t in [*planned.parameters(), *planned.buffers()])
+    if need > weights_bytes:
+        raise ConfigError(f"{where}: its sizes need {need:,} bytes of weights but "
+                          f"{folder / 'heads.safetensors'} holds {weights_bytes:,}")
+    return build_head(spec)
 
 
 def _jsonable(obj: Any) -> Any:
