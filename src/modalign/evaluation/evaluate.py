@@ -18,6 +18,7 @@ import numpy as np
 
 from modalign.align.model import AlignedModel
 from modalign.data.dataset import PairedDataset
+from modalign.evaluation.hubness import Hubness
 from modalign.evaluation.retrieval import DEFAULT_KS, first_positive_ranks, metrics_from_ranks, modality_gap
 from modalign.features import FeatureCache, extract, item_key
 
@@ -42,8 +43,10 @@ class DirectionResult:
     ranks: np.ndarray  # rank of the best positive for each query item
     query_items: np.ndarray  # unique-item indices of the queries (into ModalityEmbeddings)
     gallery_items: np.ndarray
-    similarity: np.ndarray  # (n_queries, n_gallery)
+    similarity: np.ndarray  # (n_queries, n_gallery): the scores ranked (cosine, or its hubness re-scoring)
     relevant: np.ndarray  # bool, same shape
+    #: with a hubness re-scoring: the plain cosine metrics of the same queries, to compare like with like
+    cosine_metrics: dict[str, Any] | None = None
 
 
 @dataclass
@@ -116,7 +119,10 @@ def evaluate_detailed(
     modalities: Sequence[str] | None = None,
     ks: Sequence[int] = DEFAULT_KS,
     progress: Progress | None = None,
+    hubness: Hubness | None = None,
 ) -> EvalResult:
+    """Retrieval both ways between every pair of ``modalities``; ``hubness`` re-scores each direction's
+    cosine matrix (CSLS, inverted softmax) before ranking."""
     mods = list(modalities) if modalities else [m for m in model.modalities if m in dataset.columns]
     if len(mods) < 2:
         raise ValueError(f"need two modalities present in both model ({model.modalities}) "
@@ -151,8 +157,13 @@ def evaluate_detailed(
         za, zb = embs[a].embeddings[qa], embs[b].embeddings[gb]
         sim = za @ zb.T
         for q, t, s, r, qi, gi in ((a, b, sim, rel, qa, gb), (b, a, sim.T, rel.T, gb, qa)):
+            cosine = None
+            if hubness is not None:  # per direction: inverted softmax normalises over that direction's queries
+                cosine = metrics_from_ranks(first_positive_ranks(s, r), ks)
+                s = hubness.apply(s)
             ranks = first_positive_ranks(s, r)
-            directions[f"{q}->{t}"] = DirectionResult(q, t, metrics_from_ranks(ranks, ks), ranks, qi, gi, s, r)
+            directions[f"{q}->{t}"] = DirectionResult(q, t, metrics_from_ranks(ranks, ks), ranks, qi, gi, s, r,
+                                                      cosine_metrics=cosine)
         gaps[f"{a}|{b}"] = modality_gap(za, zb)
     return EvalResult(n=int(covered.sum()), directions=directions, embeddings=embs, gaps=gaps, errors=errors,
                       ks=tuple(ks), by_group=by_group)
