@@ -11,8 +11,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "modalign"
 
@@ -115,19 +113,6 @@ def test_cycle_finder_sees_a_cycle() -> None:
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-#: the one cycle still open (issue #17): trainer and its DDP loop share TrainData/TrainerSettings/
-#: take_rows, which belong one module down. Nothing may be added here; remove it when it is broken.
-KNOWN_CYCLES = [
-    ["modalign.align.ddp", "modalign.align.trainer"],
-]
-
-
-def test_no_new_import_cycles() -> None:
-    cycles = [c for c in find_cycles(import_graph()) if c not in KNOWN_CYCLES]
-    assert not cycles, "import cycles in src/modalign:\n" + "\n".join(" <-> ".join(c) for c in cycles)
-
-
-@pytest.mark.xfail(strict=True, reason="KNOWN_CYCLES are still open; XPASS means: empty KNOWN_CYCLES")
 def test_no_import_cycles() -> None:
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles in src/modalign:\n" + "\n".join(" <-> ".join(c) for c in cycles)

@@ -37,7 +37,7 @@ from torch import nn
 
 from modalign.align.heads.base import Head
 from modalign.align.losses.base import Batch, Loss
-from modalign.align.trainer import TrainData, TrainerSettings, feature_source, resolve_device, take_rows
+from modalign.align.train_data import TrainData, TrainerSettings, feature_source, resolve_device, take_rows
 
 log = logging.getLogger(__name__)
 
