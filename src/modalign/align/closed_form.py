@@ -56,6 +56,7 @@ def _shrunk(c: np.ndarray, reg: float) -> np.ndarray:
     return (1 - reg) * c + reg * (np.trace(c) / d) * np.eye(d)
 
 
+# hand-kept LRU: keyed by a digest of the matrix contents (arrays are not hashable, so lru_cache cannot key them)
 _MEMO: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
 
 

@@ -38,6 +38,7 @@ SCHEMES = (*PATH_SCHEMES, "py", "plugin")
 #: what ``fit(encoders=...)`` takes per modality: a spec, a spec with options, or an encoder object
 EncoderChoice = str | tuple[str, Mapping[str, Any]] | Encoder
 
+# hand-kept LRU of loaded encoders: keys hold option dicts (unhashable for lru_cache) and loading runs under _GUARD
 _LIVE: OrderedDict[tuple[Any, ...], Encoder] = OrderedDict()
 _LIVE_MAX = 16
 _GUARD = threading.Lock()

@@ -60,6 +60,8 @@ class Index:
         self._alive = np.zeros(0, dtype=bool)
         self._store: IndexStore | None = None
         self._writable = False
+        # hand-kept LRU (not functools.lru_cache): one per index instance under its own lock; lru_cache on a
+        # method keys on self and keeps every index it ever saw alive
         self._query_cache: OrderedDict[tuple[str | None, str], tuple[str | None, np.ndarray]] = OrderedDict()
         self._query_lock = threading.Lock()
         self._modalities: list[str] | None = None

@@ -20,6 +20,8 @@ class ThumbnailCache:
         self.size_px = size_px
         self.capacity = capacity
         self.mime = _MIME
+        # hand-kept LRU, not functools.lru_cache: it is bounded in entries and shared across threads under
+        # one lock, and items are byte strings keyed by path (lru_cache cannot evict by our own capacity policy)
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._lock = Lock()
 
