@@ -122,3 +122,22 @@ def test_metrics_do_not_import_align() -> None:
     bad = [f"{m} imports {t}" for m, targets in import_graph().items() if m.startswith("modalign.metrics")
            for t in sorted(targets) if t == "modalign.align" or t.startswith("modalign.align.")]
     assert not bad, "\n".join(bad)
+
+
+#: data → encoders → features → metrics → align → evaluation/search → server → CLI (the package's layers);
+#: the helpers at the root (_registry, errors, _io, cancel) sit below all of them
+LAYERS = ["data", "encoders", "features", "metrics", "align", "evaluation", "search", "server", "cli"]
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if len(parts) < 2 or parts[1] not in LAYERS:
+        return None
+    # evaluation and search are one layer (neither imports the other's internals upward)
+    return min(LAYERS.index(parts[1]), LAYERS.index("evaluation")) if parts[1] == "search" else LAYERS.index(parts[1])
+
+
+def test_no_module_imports_a_layer_above_its_own() -> None:
+    bad = [f"{m} imports {t}" for m, targets in import_graph().items() for t in sorted(targets)
+           if _layer(m) is not None and _layer(t) is not None and _layer(t) > _layer(m)]  # type: ignore[operator]
+    assert not bad, "\n".join(bad)

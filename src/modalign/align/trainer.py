@@ -25,7 +25,7 @@ from modalign.align.train_data import (  # noqa: F401  (re-exported: the trainer
     step_schedule,
     take_rows,
 )
-from modalign.evaluation.retrieval import first_positive_ranks
+from modalign.metrics.ranks import first_positive_ranks
 
 log = logging.getLogger(__name__)
 
