@@ -29,7 +29,7 @@ def emoji_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _fit(manifest: Path, cache: Path, out: Path, *extra: str) -> dict:
     run_cli(["fit", "--data", str(manifest), "--modalities", "image,text", "--holdout", "0.25", "--dim", "64",
-             "--cache", str(cache), "--out", str(out), "--time-budget", "20", *extra])
+             "--cache", str(cache), "--out", str(out), "--time-budget", "5", *extra])
     return json.loads((out / "metrics.json").read_text())
 
 
