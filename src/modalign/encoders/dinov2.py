@@ -30,6 +30,7 @@ import numpy as np
 
 from modalign.encoders.base import Encoder
 from modalign.encoders.image_io import IMAGENET_MEAN, IMAGENET_STD, load_batch
+from modalign.encoders.onnx_graph import prune_graph
 from modalign.encoders.registry import ENCODERS
 
 logger = logging.getLogger(__name__)
@@ -86,19 +87,7 @@ def build_feature_graph(model: Any, tensors: dict[str, str]) -> Any:
     del graph.output[:]
     graph.output.extend(outputs)
 
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(graph.node):  # exporters emit nodes in topological order
-        if any(out in needed for out in node.output):
-            kept.append(node)
-            needed.update(name for name in node.input if name)
-    kept.reverse()
-    del graph.node[:]
-    graph.node.extend(kept)
-    for field in (graph.initializer, graph.value_info):
-        keep = [item for item in field if item.name in needed]
-        del field[:]
-        field.extend(keep)
+    prune_graph(graph, {o.name for o in graph.output})
     onnx.checker.check_model(model)
     return model
 

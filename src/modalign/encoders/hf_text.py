@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 
 from modalign.encoders.base import Encoder
+from modalign.encoders.text_batch import hidden_states
 from modalign.encoders.weights import weight_files
-from modalign.errors import ItemError
 
 POOLINGS = ("mean", "cls")
 
@@ -59,20 +59,10 @@ class HFTextEncoder(Encoder):
         return weight_files(self.path)
 
     def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
-        texts = []
-        for item in items:
-            if not isinstance(item, str):
-                raise ItemError(item, f"text encoder got {type(item).__name__}, expected str")
-            texts.append(item)
-        torch = self._torch
-        tok = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        with torch.inference_mode():
-            out = self._model(**tok, output_hidden_states=True)
-        mask = tok["attention_mask"].unsqueeze(-1).to(torch.float32)
-        denom = mask.sum(1).clamp(min=1.0)
+        states, mask, denom = hidden_states(self._tokenizer, self._model, items, self.max_length)
         result = {}
         for layer in layers:
-            hidden = out.hidden_states[self._layers.index(layer)]
+            hidden = states[self._layers.index(layer)]
             pooled = hidden[:, 0] if self.pooling == "cls" else (hidden * mask).sum(1) / denom
             result[layer] = pooled.numpy().astype(np.float32)
         return result

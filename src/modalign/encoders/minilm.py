@@ -10,7 +10,7 @@ import numpy as np
 
 from modalign.encoders.base import Encoder
 from modalign.encoders.registry import ENCODERS
-from modalign.errors import ItemError
+from modalign.encoders.text_batch import hidden_states
 
 
 @ENCODERS.register("minilm")
@@ -56,19 +56,9 @@ class MiniLMEncoder(Encoder):
         return self._layers
 
     def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
-        texts = []
-        for item in items:
-            if not isinstance(item, str):
-                raise ItemError(item, f"text encoder got {type(item).__name__}, expected str")
-            texts.append(item)
-        torch = self._torch
-        tok = self._tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        with torch.inference_mode():
-            out = self._model(**tok, output_hidden_states=True)
-        mask = tok["attention_mask"].unsqueeze(-1).to(torch.float32)
-        denom = mask.sum(1).clamp(min=1.0)
+        states, mask, denom = hidden_states(self._tokenizer, self._model, items, self.max_length)
         result = {}
         for layer in layers:
-            hidden = out.hidden_states[self._layers.index(layer)]
+            hidden = states[self._layers.index(layer)]
             result[layer] = ((hidden * mask).sum(1) / denom).numpy().astype(np.float32)
         return result

@@ -21,6 +21,7 @@ import numpy as np
 from modalign.encoders.base import Encoder
 from modalign.encoders.errors import EncoderLoadError
 from modalign.encoders.image_io import IMAGENET_MEAN, IMAGENET_STD, load_batch
+from modalign.encoders.onnx_graph import prune_graph
 
 POOLINGS = ("cls", "mean")
 
@@ -36,19 +37,7 @@ def cut_graph(model: Any, tensors: Sequence[str]) -> Any:
         raise EncoderLoadError(f"the ONNX graph has no tensor(s) {missing}")
     del graph.output[:]
     graph.output.extend(helper.make_tensor_value_info(t, TensorProto.FLOAT, None) for t in tensors)
-    needed = set(tensors)
-    kept = []
-    for node in reversed(graph.node):  # exporters emit nodes in topological order
-        if any(out in needed for out in node.output):
-            kept.append(node)
-            needed.update(name for name in node.input if name)
-    kept.reverse()
-    del graph.node[:]
-    graph.node.extend(kept)
-    for field in (graph.initializer, graph.value_info):
-        keep = [item for item in field if item.name in needed]
-        del field[:]
-        field.extend(keep)
+    prune_graph(graph, set(tensors))
     return model
 
 
