@@ -266,7 +266,7 @@ def test_timed_out_search_stops_its_work(emoji: EmojiSearch, monkeypatch: pytest
     app = create_app(emoji.index_dir, ServerSettings(search_timeout_s=0.3))
     stopped, steps = threading.Event(), []
 
-    def slow_embed(query: object, modality: str | None = None) -> None:
+    def slow_encode(items: object, layers: object = None, **kwargs: object) -> None:
         try:
             for step in range(200):  # 10 s of "encoding" unless something stops it
                 steps.append(step)
@@ -276,7 +276,8 @@ def test_timed_out_search_stops_its_work(emoji: EmojiSearch, monkeypatch: pytest
             stopped.set()
             raise
 
-    monkeypatch.setattr(app.state.index, "embed_query", slow_embed)
+    # the encoder itself is slow: the same for a micro-batched and a one-at-a-time search
+    monkeypatch.setattr(app.state.index.model.encoder_for("text"), "encode", slow_encode)
     with TestClient(app, raise_server_exceptions=False) as c:
         r = c.post("/search", json={"text": "anything", "k": 5})
         assert r.status_code == 503, r.text

@@ -34,6 +34,11 @@ def serve_command(
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level"),
     torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="intra-op threads per query encode "
                                       "(requests already run in parallel; more threads mostly add contention)"),
+    max_batch: int = typer.Option(64, "--max-batch", min=1, max=1024, help="text/image queries that arrive "
+                                  "together are encoded and searched in one batch of at most this many "
+                                  "(1 = one request at a time)"),
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0.0, max=1000.0, help="milliseconds a "
+                                        "query waits for others to share its batch"),
 ) -> None:
     """Serve POST /search, GET /items/{id}, /health, the OpenAPI schema (/docs) and the web page (/)."""
     import torch
@@ -46,7 +51,7 @@ def serve_command(
     torch.set_num_threads(torch_threads)
     settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_text_chars=max_text_chars,
                               max_k=max_k, cors_origins=tuple(cors_origin), body_timeout_s=timeout,
-                              search_timeout_s=timeout)
+                              search_timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     try:
         app = create_app(index_dir, settings)
     except (ModalignError, ValueError) as exc:

@@ -284,18 +284,28 @@ class Index:
         if not isinstance(query, str):
             return embed_query(self.model, query, modality, self.dim)
         # text queries repeat (popular searches, paging, filter changes): keep their embeddings
-        key = (modality, query)
+        hit = self.cached_text(query, modality)
+        if hit is not None:
+            return hit
+        found = embed_query(self.model, query, modality, self.dim)
+        self.cache_text(query, modality, found)
+        return found[0], found[1].copy()
+
+    def cached_text(self, text: str, modality: str | None) -> tuple[str | None, np.ndarray] | None:
+        """The remembered (query modality, embedding) of a text query, or None (the server's batches look here)."""
+        key = (modality, text)
         with self._query_lock:
             hit = self._query_cache.get(key)
-            if hit is not None:
-                self._query_cache.move_to_end(key)
-                return hit[0], hit[1].copy()
-        found = embed_query(self.model, query, modality, self.dim)
+            if hit is None:
+                return None
+            self._query_cache.move_to_end(key)
+            return hit[0], hit[1].copy()
+
+    def cache_text(self, text: str, modality: str | None, found: tuple[str | None, np.ndarray]) -> None:
         with self._query_lock:
-            self._query_cache[key] = found
+            self._query_cache[(modality, text)] = (found[0], found[1].copy())
             while len(self._query_cache) > QUERY_CACHE:
                 self._query_cache.popitem(last=False)
-        return found[0], found[1].copy()
 
     def search(self, query: Any, modality: str | None = None, k: int = 10,
                target_modalities: Sequence[str] | None = None, routing: str = "calibrated",

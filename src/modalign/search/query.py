@@ -48,12 +48,18 @@ def branch_of_kind(model: Any, kind: str, modality: str | None) -> str:
     return names[0][1]
 
 
-def _encode(model: Any, modality: str, item: Any) -> np.ndarray:
+def encode_batch(model: Any, modality: str, items: list[Any]) -> np.ndarray:
+    """Raw items of one modality (texts, PIL images, paths) → unit embeddings (len(items), dim), in one
+    encoder call: the server's micro-batches come through here. A bad item fails the whole call."""
     branch = model.branch(modality)
     encoder = model.encoder_for(modality)
     with _lock_for(modality):
-        feats = encoder.encode([item], layers=[branch.layer])[branch.layer]
-    return model.embed_features(modality, feats)[0]
+        feats = encoder.encode(items, layers=[branch.layer])[branch.layer]
+    return model.embed_features(modality, feats)
+
+
+def _encode(model: Any, modality: str, item: Any) -> np.ndarray:
+    return encode_batch(model, modality, [item])[0]
 
 
 def _encode_bytes(model: Any, data: bytes, modality: str | None) -> tuple[str, np.ndarray]:

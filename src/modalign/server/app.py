@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,16 +21,18 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from modalign.cancel import Cancelled, Deadline, check_deadline, deadline_scope
+from modalign.cancel import Cancelled, Deadline
 from modalign.errors import ItemError
 from modalign.search import Index, QueryError
 from modalign.search.hit import Hit
-from modalign.search.query import branch_of_kind, embed_vector, vector_modality
+from modalign.search.query import vector_modality
 from modalign.search.routing import ROUTINGS
 from modalign.search.sniff import HEAD_BYTES, sniff, sniff_file
 from modalign.server.docs import add_offline_docs
-from modalign.server.schemas import SearchRequest, SearchResponse, SearchResult, ServerSettings, multipart_schema
+from modalign.server.queries import Job, SearchRunner, item_url
+from modalign.server.schemas import SearchRequest, SearchResponse, ServerSettings, multipart_schema
 from modalign.server.thumbs import ThumbnailCache
 from modalign.server.uploads import parse_json, parse_multipart, read_body
 
@@ -46,15 +46,29 @@ def _static_dir() -> Path:
     return Path(str(resources.files("modalign.server") / "static"))
 
 
-def item_url(item_id: str) -> str:
-    return "/items/" + quote(item_id, safe="")
+class SecurityHeaders:
+    """Adds nosniff / no-referrer to every response. A plain ASGI wrapper: Starlette's ``@app.middleware``
+    runs each request through an extra task and body stream, which costs the event loop per request."""
 
+    HEADERS = ((b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"))
 
-def _result(hit: Hit) -> SearchResult:
-    url = item_url(hit.id)
-    return SearchResult(id=hit.id, modality=hit.modality, kind=hit.kind, score=hit.score, cosine=hit.cosine,
-                        text=hit.text, url=url, thumbnail=url + "/thumbnail" if hit.kind == "image" else None,
-                        rows=hit.rows[:20], n_rows=len(hit.rows), meta=hit.meta)
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(h for h in self.HEADERS if h[0] not in present)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 def create_app(index: Index | str | Path, settings: ServerSettings | None = None) -> FastAPI:
@@ -65,6 +79,8 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
     app = FastAPI(title="modalign search", version="1", description="Any-to-any search over an aligned space.",
                   docs_url=None, redoc_url=None)
     app.state.index = idx
+    runner = SearchRunner(idx, cfg.max_batch, cfg.batch_wait_ms / 1000)
+    app.state.runner = runner
 
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -72,12 +88,7 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         app.add_middleware(CORSMiddleware, allow_origins=list(cfg.cors_origins), allow_methods=["GET", "POST"],
                            allow_headers=["*"])
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        return response
+    app.add_middleware(SecurityHeaders)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -111,41 +122,14 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
             "routings": list(ROUTINGS),
             "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_text_chars": cfg.max_text_chars,
                        "max_k": cfg.max_k},
+            "batching": {"max_batch": cfg.max_batch, "wait_ms": cfg.batch_wait_ms, "on": runner.batched},
         }
-
-    def run_search(req: SearchRequest, data: bytes | None) -> SearchResponse:
-        start = time.perf_counter()
-        if req.id is not None:
-            try:
-                modality, vec = idx.catalog.modality[idx.position(req.id)], idx.vector(req.id)
-            except KeyError:
-                raise HTTPException(404, f"no item {req.id!r} in the index") from None
-        elif data is not None:
-            modality, vec = idx.embed_query(data, req.query_modality)
-        elif req.vector is not None:
-            modality, vec = embed_vector(idx.model, req.vector, req.query_modality)
-        else:
-            # a text stays text: the library would read a str as a file path for image/audio modalities
-            if idx.model is None:
-                raise QueryError("this index has no model to encode text with")
-            modality = branch_of_kind(idx.model, "text", req.query_modality)
-            modality, vec = idx.embed_query(req.text, modality)
-        check_deadline()  # the encode step may have used up the request's time
-        hits = idx.search_embeddings(vec[None], req.k, req.modalities, req.routing, req.adaptive, modality)[0]
-        took = (time.perf_counter() - start) * 1000
-        return SearchResponse(results=[_result(h) for h in hits],
-                              query={"modality": modality, "routing": req.routing, "k": req.k, "took_ms": took})
-
-    def run_search_until(deadline: Deadline, req: SearchRequest, data: bytes | None) -> SearchResponse:
-        # runs in the worker thread, so check_deadline() there (per image, per step) sees this request's deadline
-        with deadline_scope(deadline):
-            return run_search(req, data)
 
     @app.post("/search", response_model=SearchResponse, summary="Search with text, an image, audio or an item id",
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": SearchRequest.model_json_schema()},
                   "multipart/form-data": {"schema": multipart_schema()}}}})
-    async def search(request: Request) -> SearchResponse:
+    async def search(request: Request) -> Response | SearchResponse:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/json", "multipart/form-data"):
             raise HTTPException(415, "send application/json or multipart/form-data")
@@ -185,12 +169,12 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
             if sniff(data[:HEAD_BYTES]) is None:
                 raise HTTPException(415, "unsupported file type: upload a PNG, JPEG, GIF, WebP, BMP or TIFF image, "
                                          "or a WAV, OGG, FLAC or MP3 clip")
-        deadline = Deadline.after(cfg.search_timeout_s)
+        job = Job(req, data, Deadline.after(cfg.search_timeout_s))
         try:
-            return await asyncio.wait_for(run_in_threadpool(run_search_until, deadline, req, data),
-                                          cfg.search_timeout_s)
+            # micro-batched with the requests that arrive together, or alone (see queries.py)
+            return await asyncio.wait_for(runner.run(job), cfg.search_timeout_s)
         except (TimeoutError, Cancelled):
-            deadline.cancel()  # the worker thread stops at its next check instead of finishing for nobody
+            job.deadline.cancel()  # the worker thread stops at its next check instead of finishing for nobody
             raise HTTPException(503, f"the search took longer than {cfg.search_timeout_s:g} s (the server is busy); "
                                      "try again", headers={"Retry-After": "5"}) from None
         except QueryError as exc:

@@ -21,6 +21,10 @@ class ServerSettings:
     body_timeout_s: float = 30.0
     #: seconds one search (encode + search) may take before the client gets a 503 instead of waiting on
     search_timeout_s: float = 30.0
+    #: text/image queries encoded together in one micro-batch at most; 1 = one request at a time
+    max_batch: int = 64
+    #: milliseconds a query waits for others to share its batch (less once max_batch are waiting)
+    batch_wait_ms: float = 5.0
 
 
 class SearchRequest(BaseModel):
