@@ -12,12 +12,15 @@ import numpy as np
 from modalign.align import auto as _auto  # noqa: F401  (registers the "auto" method)
 from modalign.align import trained_groups
 from modalign.align.heads.base import HEADS, Head
+from modalign.align.method_choice import resolve_method, settings_arguments, training_arguments
 from modalign.align.methods import METHODS, FitContext
 from modalign.align.model import AlignedModel, Branch
+from modalign.align.seeds import check_seeds, fit_seeds
 from modalign.align.trainer import TrainData, TrainerSettings
 from modalign.data.dataset import PairedDataset, RowError, split_indices
 from modalign.data.vector_values import column_dim
 from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, Encoder, EncoderChoice, get_encoder, split_choice
+from modalign.encoders.spec import layer_choice
 from modalign.features import FeatureCache, extract
 from modalign.features.reader import CorruptShardError, matrix_for_keys
 
@@ -134,12 +137,15 @@ def fit_arrays(
     locked: Sequence[str] = (),
     progress: Progress | None = None,
     input_norm: str = "center",
+    seeds: int = 1,
+    ensemble: bool = False,
 ) -> ArrayFit:
     """The part of ``fit`` after encoding: ``features[m][layer]`` (n_rows, D) with ``present[m]``.
 
     Benchmarks call it directly to fit many configurations on features encoded once.
     """
     modalities = list(modalities)
+    check_seeds(method, seeds, ensemble)
     settings = settings or TrainerSettings()
     layer_report: dict[str, Any] = {}
     if layers == "auto":
@@ -163,7 +169,8 @@ def fit_arrays(
     ctx = FitContext(modalities=modalities, train=part(train_idx), val=part(val_idx) if val_idx else None,
                      dim=dim, head=head, head_options=dict(head_options or {}), settings=settings,
                      options=dict(options or {}), locked=tuple(locked), progress=progress, input_norm=input_norm)
-    heads, info = METHODS.get(method)(ctx)
+    fit_one = METHODS.get(method)
+    heads, info = fit_seeds(fit_one, ctx, seeds, ensemble) if seeds > 1 else fit_one(ctx)
     return ArrayFit(heads={m: h.eval() for m, h in heads.items()}, chosen=chosen, info=info,
                     layer_report=layer_report, n_train=len(train_idx), n_val=len(val_idx), n_groups=len(group_ids))
 
@@ -173,7 +180,7 @@ def fit(
     modalities: Sequence[str],
     *,
     encoders: Mapping[str, EncoderChoice] | None = None,
-    method: str = "auto",
+    method: str | None = None,
     head: str = "linear",
     head_options: Mapping[str, Any] | None = None,
     dim: int = 256,
@@ -185,16 +192,27 @@ def fit(
     locked: Sequence[str] = (),
     on_error: Literal["skip", "fail"] = "skip",
     progress: Progress | None = None,
+    seeds: int = 1,
+    ensemble: bool = False,
 ) -> AlignedModel:
     """Fit heads aligning ``modalities`` of ``dataset`` (use ``dataset.split`` first to hold out a test set).
 
     ``method``: ``auto`` (default: group k-fold cross-validation on these rows over closed forms and
     trained losses, then a refit of the winner; ``options`` ``candidates`` / ``folds`` / ``budget_s``),
-    a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes, cca, ridge);
+    a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes, cca, ridge).
+    Left at None it is ``auto``, or ``infonce`` when a training-only argument is given (a non-default
+    schedule, batch size, workers or grad_chunks in ``settings``, a non-linear ``head``, ``structure`` /
+    ``intra`` in ``options``, ``seeds`` > 1): the rule of ``modalign fit`` (``method_choice``).
+    ``seeds``: train a trained method that many times (seeds ``settings.seed`` + 0..N-1) and record the
+    spread of the validation metrics in ``metrics["fit"]["seeds"]``; ``ensemble`` keeps all N heads
+    averaged (``EnsembleHead``) instead of the first seed's;
     ``options`` holds its knobs and regularizer weights (``{"structure": 10}``);
     ``locked`` modalities keep their frozen features (identity head), the others map into them.
     """
     modalities = list(modalities)
+    given = training_arguments(head=head, seeds=seeds, **settings_arguments(settings, options))
+    method = resolve_method(method, given, (options or {}).get("candidates"))
+    check_seeds(method, seeds, ensemble)
     if len(modalities) < 2:
         raise ValueError(f"need at least two modalities to align, got {modalities}")
     if len(set(modalities)) != len(modalities):
@@ -213,6 +231,13 @@ def fit(
 
     specs = {m: resolve_encoder(dataset, m, encoders.get(m)) for m in modalities}
     given = {m: e for m, e in encoders.items() if isinstance(e, Encoder)}  # objects are used as they are
+    asked_layers = layers
+    if isinstance(layers, Mapping):  # "head+final": one layer per part (or several of one encoder), concatenated
+        layers = dict(layers)
+        for m, layer in list(layers.items()):
+            combo = layer_choice(*specs[m], layer) if m in specs and m not in given else None
+            if combo is not None:
+                specs[m], layers[m] = combo, "concat"
     encs = {m: given.get(m) or get_encoder(name, **cfg) for m, (name, cfg) in specs.items()}
     for m, enc in encs.items():
         if enc.kind != dataset.kind(m):
@@ -232,7 +257,8 @@ def fit(
     result = fit_arrays(features, present, dataset.groups, modalities,
                         default_layers={m: e.default_layer for m, e in encs.items()}, method=method, head=head,
                         head_options=head_options, dim=dim, layers=layers, val_fraction=val_fraction,
-                        settings=settings, options=options, locked=locked, progress=progress)
+                        settings=settings, options=options, locked=locked, progress=progress, seeds=seeds,
+                        ensemble=ensemble)
     heads, info = result.heads, dict(result.info)
     out_dim = next(iter(heads.values())).out_dim
     branches = {m: Branch(m, dataset.kind(m), specs[m][0], specs[m][1], result.chosen[m], heads[m],
@@ -240,12 +266,14 @@ def fit(
     history = info.pop("history", None)
     training = {
         "method": method, "head": head, "head_options": dict(head_options or {}), "dim": out_dim,
-        "layers": layers if isinstance(layers, str) else dict(layers), "options": dict(options or {}),
+        "layers": asked_layers if isinstance(asked_layers, str) else dict(asked_layers), "options": dict(options or {}),
         "settings": vars(settings), "val_fraction": val_fraction, "locked": list(locked),
         "n_rows": len(dataset), "n_train_rows": result.n_train, "n_val_rows": result.n_val,
         "n_groups": result.n_groups, "n_skipped": len(errors),
         "trained_groups": trained_groups.record(dataset.groups),
     }
+    if seeds > 1:
+        training.update(seeds=seeds, ensemble=ensemble)
     metrics: dict[str, Any] = {"fit": info, "layers": {"chosen": result.chosen, **result.layer_report}}
     if history is not None:
         metrics["history"] = history

@@ -42,7 +42,11 @@ def fit_command(
         None, "--method", help="auto (default: group k-fold cross-validation over the candidates, then a refit) "
         "| infonce | siglip | cwcl | gram | symile (trained) | procrustes | cca | ridge (closed form). Options "
         "that only a trained method reads (--epochs, --steps, --batch-size, --workers, --grad-chunks, --head, "
-        "--structure, --intra) make the default infonce; with --base/--add it is infonce too"),
+        "--structure, --intra, --seeds) make the default infonce; with --base/--add it is infonce too"),
+    seeds: int = typer.Option(1, "--seeds", help="trained methods: train N heads with seeds --seed..--seed+N-1 and "
+                              "report the spread (mean ± std) of the validation metrics; the model keeps the first"),
+    ensemble: bool = typer.Option(False, "--ensemble", help="with --seeds N: save the N heads as one ensemble "
+                                  "(mean of their L2-normalised outputs)"),
     candidates: str = typer.Option("", "--candidates", help="with --method auto: methods or candidate names to "
                                    "try, e.g. cca,procrustes (default: all)"),
     time_budget: float = typer.Option(90.0, "--time-budget", help="with --method auto: seconds of cross-validation "
@@ -90,6 +94,8 @@ def fit_command(
     """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
     from modalign.align import TrainerSettings, fit, load
     from modalign.align.ddp import fill_once, join_launch, launched, leave_launch
+    from modalign.align.method_choice import resolve_method, training_arguments
+    from modalign.align.seeds import check_seeds
     from modalign.align.trainer import resolve_device
     from modalign.encoders import DEFAULT_ENCODER_FOR_KIND
     from modalign.features import FeatureCache
@@ -109,10 +115,13 @@ def fit_command(
         if mods and anchor not in mods:
             raise fail(f"--anchor {anchor!r} is not one of --modalities {mods}")
         options["anchor"] = anchor
-    if method is None:
-        training_asked = (epochs, steps, batch_size) != (None, None, None) or workers > 1 or grad_chunks > 1 \
-            or head != "linear" or bool(structure) or bool(intra) or base is not None
-        method = "infonce" if training_asked and not candidates else "auto"
+    given = training_arguments(epochs=epochs, steps=steps, batch_size=batch_size, head=head, structure=structure,
+                               intra=intra, workers=workers, grad_chunks=grad_chunks, base=base, seeds=seeds)
+    method = resolve_method(method, given, candidates)
+    try:
+        check_seeds(method, seeds, ensemble)
+    except ValueError as exc:
+        raise fail(f"--seeds: {exc}") from None
     if method == "auto":
         if base is not None:
             raise fail("--method auto does not grow a model (--base/--add): give one of infonce, siglip, cwcl, "
@@ -191,6 +200,7 @@ def fit_command(
                     head_options=parse_options(head_option, "--head-option"), dim=dim, layers=_layers(layers),
                     cache=FeatureCache(cache), val_fraction=val_fraction, settings=settings, options=options,
                     locked=parse_list(lock), on_error=on_error, progress=update,  # type: ignore[arg-type]
+                    seeds=seeds, ensemble=ensemble,
                 )
     except (ModalignError, ValueError, KeyError, TypeError) as exc:
         raise fail(str(exc).strip("'\"")) from None
@@ -255,6 +265,8 @@ def _summary(model: Any, out: Path, method: str, added: str) -> None:
     fit_info = model.metrics.get("fit", {})
     if isinstance(fit_info.get("auto"), dict):
         _auto_table(fit_info["auto"])
+    if isinstance(fit_info.get("seeds"), dict):
+        _seeds_table(fit_info["seeds"])
     val = fit_info.get("val_R@1")
     console.print(f"[green]saved[/] {out}  method={method} dim={model.dim} layers={model.metrics['layers']['chosen']}"
                   + (f" val R@1={val:.3f}" if isinstance(val, float) else ""))
@@ -279,3 +291,26 @@ def _auto_table(auto: dict[str, Any], top: int = 8) -> None:
     skipped = [r for r in auto["table"] if "skipped" in r]
     if skipped:
         console.print(f"[yellow]skipped[/] {', '.join(r['candidate'] for r in skipped)}: {skipped[0]['skipped']}")
+
+
+def _seeds_table(report: dict[str, Any]) -> None:
+    """``--seeds N``: each validation metric's mean ± std over the seeds, and the ensemble's when saved."""
+    from rich.table import Table
+
+    ens = report.get("ensemble") or {}
+    table = Table(title=f"{report['n']} seeds {report['seeds'][0]}..{report['seeds'][-1]} on the validation "
+                        f"split; the model keeps {report['kept']}")
+    table.add_column("metric", no_wrap=True)
+    table.add_column("mean ± std", justify="right", no_wrap=True)
+    table.add_column("per seed", justify="right")
+    if ens:
+        table.add_column("ensemble", justify="right", no_wrap=True)
+    for key, mean in report["mean"].items():
+        per = " ".join(f"{r[key]:.3f}" if isinstance(r.get(key), float) else str(r.get(key, ""))
+                       for r in report["per_seed"])
+        fmt = (lambda v: f"{v:.3f}") if key.startswith("val ") else (lambda v: f"{v:.0f}")
+        row = [key, f"{fmt(mean)} ± {fmt(report['std'][key])}", per]
+        if ens:
+            row.append(fmt(ens[key]) if key in ens else "")
+        table.add_row(*row)
+    console.print(table)

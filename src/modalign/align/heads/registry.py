@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modalign.align.heads import identity, linear, mlp, moe  # noqa: F401  (importing registers them)
+from modalign.align.heads import ensemble, identity, linear, mlp, moe  # noqa: F401  (importing registers them)
 from modalign.align.heads.base import HEADS, Head
 
 
