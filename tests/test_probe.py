@@ -85,6 +85,9 @@ def test_probe_cli_matches_fit_layers_auto(tmp_path_factory: pytest.TempPathFact
     assert "fit --layers auto" in text and "mutual_knn" in text
     probe = json.loads((out / "probe.json").read_text())
     pair = probe["pairs"]["image|text"]
+    assert pair["chance"]["mutual_knn"] == pytest.approx(probe["k"] / (pair["n"] - 1))
+    assert pair["verdict"].split(":")[0] in " ".join(text.split())  # the CLI says it in words too
+    assert pair["verdict"].split(":")[0] in (out / "probe.html").read_text()
     assert pair["n"] == 45  # the training part: 15 of 20 photos × 3 views
     for m in ("image", "text"):  # every layer of the default encoders, one pass each
         assert pair["layers"][m] == list(get_encoder(DEFAULT_ENCODER_FOR_KIND[m]).layers)
@@ -112,3 +115,26 @@ def test_probe_cli_matches_fit_layers_auto(tmp_path_factory: pytest.TempPathFact
         browser.close()
     assert len(images) == len(DEFAULT_PROBE_METRICS) and all(images)
     assert rows == len(DEFAULT_PROBE_METRICS)
+    assert "Chance mutual-kNN" in (out / "probe.html").read_text()
+
+
+def test_chance_level_and_verdict_separate_planted_from_shuffled(planted: Planted) -> None:
+    """Chance is k/(n−1); shuffling the pairing brings the best mutual-kNN down to about chance."""
+    features, present = planted
+    result = probe_layers(features, present, ["a", "b"], metrics=["mutual_knn"])
+    pair = result.pairs["a|b"]
+    assert result.k is not None
+    assert pair.chance(result.k) == pytest.approx(result.k / (pair.n - 1))
+    assert pair.verdict(result.k).startswith("clearly alignable")
+    perm = np.random.default_rng(0).permutation(len(present["b"]))
+    shuffled = {"a": features["a"], "b": {name: x[perm] for name, x in features["b"].items()}}
+    result_s = probe_layers(shuffled, {"a": present["a"], "b": present["b"][perm]}, ["a", "b"],
+                            metrics=["mutual_knn"])
+    pair_s = result_s.pairs["a|b"]
+    best = pair_s.best("mutual_knn")[2]
+    chance = pair_s.chance(result_s.k)
+    assert chance is not None and best < 2.5 * chance  # the best of 6 layer pairs of noise
+    assert pair_s.verdict(result_s.k).startswith(("not alignable", "weakly"))
+    payload = result.to_json()["pairs"]["a|b"]
+    assert payload["chance"]["mutual_knn"] == pytest.approx(chance, rel=0.2)
+    assert payload["verdict"] == pair.verdict(result.k)

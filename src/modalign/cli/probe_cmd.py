@@ -50,9 +50,10 @@ def probe_command(
     payload = result.to_json()
     payload.update({"data": str(data.resolve()), "holdout": {"fraction": holdout, "seed": seed},
                     "max_pairs": max_pairs})
-    for key in result.pairs:
+    for key, pair in result.pairs.items():
         console.print(_summary_table(result, key))
         console.print(_matrix_table(result, key, "mutual_knn"))
+        console.print(f"[bold]{pair.a} ↔ {pair.b}:[/] {pair.verdict(result.k)}")
     rec = ", ".join(f"{m}={layer}" for m, layer in result.recommendation.items())
     console.print(f"[bold]fit --layers auto[/] would align: [cyan]{rec}[/]  (best mutual-kNN, k={result.k})")
     if json_out is not None:

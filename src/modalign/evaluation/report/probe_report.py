@@ -33,6 +33,10 @@ def write_probe_report(path: str | Path, result: ProbeResult, payload: dict[str,
             classes.append("best" if metric == SELECTION_METRIC else "")
     body = (f'<p><span class="pill">fit --layers auto</span> would align {rec_text} '
             f"(the best mutual-kNN pair; k = {fmt(result.k)}).</p>")
+    for key, pair in result.pairs.items():
+        chance = pair.chance(result.k)
+        body += (f'<p class="verdict"><b>{esc(key.replace("|", " ↔ "))}</b>: {esc(pair.verdict(result.k))}. '
+                 f"Chance mutual-kNN (unrelated spaces) is k/(n−1) = {fmt(chance)}.</p>")
     body += table(("modalities", "measure", "best layer pair", "best score", "score at fit's choice",
                    "score at last layers"), summary_rows, classes, table_id="probe-summary", text_columns=3)
     body += ('<p class="note">Higher is better for every measure. The highlighted row is the measure '
