@@ -22,6 +22,8 @@ def _is_loopback(host: str) -> bool:
 
 def serve_command(
     index_dir: Path = typer.Option(..., "--index", help="index directory from `modalign index`"),
+    data_root: Path | None = typer.Option(None, "--data-root", help="folder the dataset is in now, if it moved "
+                                          "since it was indexed (items' paths are relative to it)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest accepted request body"),
@@ -48,12 +50,14 @@ def serve_command(
 
     if not (index_dir / "index.json").is_file():
         raise fail(f"--index {index_dir}: not a modalign index (run `modalign index` first)")
+    if data_root is not None and not data_root.is_dir():
+        raise fail(f"--data-root {data_root}: not a folder")
     torch.set_num_threads(torch_threads)
     settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_text_chars=max_text_chars,
                               max_k=max_k, cors_origins=tuple(cors_origin), body_timeout_s=timeout,
                               search_timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
     try:
-        app = create_app(index_dir, settings)
+        app = create_app(index_dir, settings, data_root=data_root)
     except (ModalignError, ValueError) as exc:
         raise fail(str(exc)) from None
     if not _is_loopback(host):

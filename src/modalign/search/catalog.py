@@ -22,7 +22,8 @@ import numpy as np
 class Segment:
     """One append-only change: new entries (with their vectors), row upserts and deletions."""
 
-    entries: list[dict[str, Any]] = field(default_factory=list)  # id, modality, kind, key, text, path
+    # id, modality, kind, key, text, path (+ root, root_from_index: see sources.py)
+    entries: list[dict[str, Any]] = field(default_factory=list)
     vectors: np.ndarray | None = None  # (len(entries), dim) float32
     rows: list[dict[str, Any]] = field(default_factory=list)  # id, meta, items {modality: entry id}
     deleted_rows: list[str] = field(default_factory=list)
@@ -45,7 +46,9 @@ class Catalog:
         self.kind: list[str] = []
         self.key: list[str] = []
         self.text: list[str | None] = []
-        self.path: list[str | None] = []
+        self.path: list[str | None] = []  # as stored: relative to the entry's root, or absolute
+        self.root: list[tuple[str | None, str | None] | None] = []  # (root, root_from_index), shared tuples
+        self._roots: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
         self.position: dict[str, int] = {}
         self.by_key: dict[tuple[str, str], int] = {}
         self.rows: dict[str, dict[str, Any]] = {}  # id -> {"meta": {...}, "items": {modality: position}}
@@ -85,6 +88,7 @@ class Catalog:
             self.key.append(entry["key"])
             self.text.append(entry.get("text"))
             self.path.append(entry.get("path"))
+            self.root.append(self._root_of(entry))
             self.position[entry["id"]] = pos
             self.by_key[(entry["modality"], entry["key"])] = pos
             self.refs.append(set())
@@ -112,6 +116,12 @@ class Catalog:
             self.rows[row["id"]] = {"meta": row.get("meta") or {}, "items": items}
         return touched
 
+    def _root_of(self, entry: dict[str, Any]) -> tuple[str | None, str | None] | None:
+        if entry.get("root") is None and entry.get("root_from_index") is None:
+            return None
+        key = (entry.get("root"), entry.get("root_from_index"))
+        return self._roots.setdefault(key, key)  # one tuple per folder, however many entries it holds
+
     def _drop_row(self, row_id: str) -> set[int]:
         row = self.rows.pop(row_id, None)
         if row is None:
@@ -121,6 +131,16 @@ class Catalog:
         return set(row["items"].values())
 
     # ---------------------------------------------------------------- reading
+    def entry(self, position: int) -> dict[str, Any]:
+        """The entry as it was added (what a segment log holds), e.g. to rewrite it elsewhere."""
+        fields: dict[str, Any] = {"id": self.entry_ids[position], "modality": self.modality[position],
+                                  "kind": self.kind[position], "key": self.key[position],
+                                  "text": self.text[position], "path": self.path[position]}
+        root = self.root[position]
+        if root is not None:
+            fields["root"], fields["root_from_index"] = root
+        return fields
+
     def rows_of(self, position: int) -> list[str]:
         return sorted(self.refs[position])
 

@@ -16,10 +16,12 @@ class Hit:
     cosine: float
     #: the item's text, or for images/audio the text of the first row that holds it (a caption)
     text: str | None
-    #: absolute path of the source file (image/audio), None for text
+    #: absolute path of the source file (image/audio), None for text; it may be missing (a moved dataset)
     path: str | None
     rows: list[str] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the path as the index stores it: relative to the data root (or absolute for files outside it)
+    source: str | None = None
 
     def to_json(self, max_rows: int = 20) -> dict[str, Any]:
         return {"id": self.id, "modality": self.modality, "kind": self.kind, "score": self.score,

@@ -26,6 +26,7 @@ from modalign.search.query import QueryError, embed_query
 from modalign.search.rerank import rerank
 from modalign.search.routing import CorpusStats, Ranked, check_routing, merge
 from modalign.search.routing import target_modalities as pick_targets
+from modalign.search.sources import SourceResolver
 from modalign.search.store import IndexStore
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Index:
         self._alive = np.zeros(0, dtype=bool)
         self._store: IndexStore | None = None
         self._writable = False
+        self.sources = SourceResolver()
         # hand-kept LRU (not functools.lru_cache): one per index instance under its own lock; lru_cache on a
         # method keys on self and keeps every index it ever saw alive
         self._query_cache: OrderedDict[tuple[str | None, str], tuple[str | None, np.ndarray]] = OrderedDict()
@@ -90,9 +92,13 @@ class Index:
         return index
 
     @classmethod
-    def open(cls, folder: str | Path) -> Index:
-        """Load an index folder for searching (no lock: writers only ever add files and swap index.json)."""
-        return cls._load(IndexStore(folder))
+    def open(cls, folder: str | Path, data_root: str | Path | None = None) -> Index:
+        """Load an index folder for searching (no lock: writers only ever add files and swap index.json).
+
+        ``data_root``: the folder the items' relative source paths resolve against, for a dataset that
+        moved since it was indexed (default: where it was, else where it is from the index; sources.py).
+        """
+        return cls._load(IndexStore(folder), data_root)
 
     @classmethod
     @contextlib.contextmanager
@@ -126,10 +132,11 @@ class Index:
                 index._writable = False
 
     @classmethod
-    def _load(cls, store: IndexStore) -> Index:
+    def _load(cls, store: IndexStore, data_root: str | Path | None = None) -> Index:
         man = store.manifest
         index = cls(man.dim, man.backend, man.backend_params, model=store.load_model())
         index._store = store
+        index.sources = SourceResolver(store.folder, data_root)
         parts = []
         for segment in store.segments():
             index.catalog.apply(segment)
@@ -216,7 +223,8 @@ class Index:
         """Embed and add the rows of a ``PairedDataset`` (only items not indexed yet are embedded)."""
         if self.model is None:
             raise ConfigError("this index has no model to embed a dataset with")
-        segment, report = plan_dataset(self.catalog, self.model, dataset, cache, modalities, progress)
+        folder = self._store.folder if self._store is not None else None
+        segment, report = plan_dataset(self.catalog, self.model, dataset, cache, modalities, progress, folder)
         self.apply(segment)
         return report
 
@@ -230,8 +238,7 @@ class Index:
         """Rewrite the index as one segment of alive entries (drops deleted vectors, rebuilds ANN)."""
         keep = np.flatnonzero(self._alive)
         cat = self.catalog
-        entries = [{"id": cat.entry_ids[p], "modality": cat.modality[p], "kind": cat.kind[p], "key": cat.key[p],
-                    "text": cat.text[p], "path": cat.path[p]} for p in keep]
+        entries = [cat.entry(p) for p in keep]
         rows = [{"id": r, "meta": row["meta"], "items": {m: cat.entry_ids[p] for m, p in row["items"].items()}}
                 for r, row in cat.rows.items()]
         segment = Segment(entries=entries, vectors=self._vectors[keep], rows=rows)
@@ -277,7 +284,13 @@ class Index:
     def _hit(self, pos: int, score: float, cosine: float) -> Hit:
         cat = self.catalog
         return Hit(id=cat.entry_ids[pos], modality=cat.modality[pos], kind=cat.kind[pos], score=score, cosine=cosine,
-                   text=cat.caption(pos), path=cat.path[pos], rows=cat.rows_of(pos), meta=cat.meta(pos))
+                   text=cat.caption(pos), path=self.source_path(pos), rows=cat.rows_of(pos), meta=cat.meta(pos),
+                   source=cat.path[pos])
+
+    def source_path(self, pos: int) -> str | None:
+        """The source file of the entry at ``pos`` (absolute; it may be missing), None for text and vectors."""
+        root = self.catalog.root[pos]
+        return self.sources.resolve(self.catalog.path[pos], *(root or (None, None)))
 
     # ---------------------------------------------------------------- search
     def embed_query(self, query: Any, modality: str | None = None) -> tuple[str | None, np.ndarray]:

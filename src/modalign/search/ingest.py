@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from modalign.data.dataset import PairedDataset, RowError
 from modalign.features import FeatureCache, extract, item_key
 from modalign.search.catalog import Catalog, Segment
+from modalign.search.sources import entry_source
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,13 @@ def _row_meta(dataset: PairedDataset, i: int) -> dict[str, Any]:
     return json.loads(json.dumps(meta, ensure_ascii=False, default=str))
 
 
-def _entry_fields(kind: str, item: Any) -> dict[str, Any]:
+def _entry_fields(kind: str, item: Any, root: Path, index_folder: Path | None) -> dict[str, Any]:
     if kind == "text":
         return {"text": item, "path": None}
-    return {"text": None, "path": str(item) if not isinstance(item, np.ndarray) else None}
+    if isinstance(item, np.ndarray):
+        return {"text": None, "path": None}
+    # relative to the manifest's folder, so a moved dataset can still be found (sources.py)
+    return {"text": None, **entry_source(Path(item), root, index_folder)}
 
 
 def plan_dataset(
@@ -66,8 +71,13 @@ def plan_dataset(
     cache: FeatureCache | None = None,
     modalities: Sequence[str] | None = None,
     progress: Progress | None = None,
+    index_folder: Path | None = None,
 ) -> tuple[Segment, IngestReport]:
-    """The segment that brings ``dataset``'s rows into the index (new entries embedded)."""
+    """The segment that brings ``dataset``'s rows into the index (new entries embedded).
+
+    File paths are stored relative to ``dataset.root``; ``index_folder`` (where the index lives) also
+    records that root as seen from the index, for a dataset moved together with its index.
+    """
     mods = list(modalities) if modalities else [m for m in model.modalities if m in dataset.columns]
     missing = [m for m in mods if m not in dataset.columns or m not in model.branches]
     if missing or not mods:
@@ -129,7 +139,7 @@ def plan_dataset(
             taken.add(entry_id)
             entry_for[(m, key)] = entry_id
             entries.append({"id": entry_id, "modality": m, "kind": branch.kind, "key": key,
-                            **_entry_fields(branch.kind, items[j])})
+                            **_entry_fields(branch.kind, items[j], dataset.root, index_folder)})
             vectors.append(emb[e])
         bad = {todo[j][0] for j in np.flatnonzero(~res.ok)}
         for i, keys in enumerate(row_keys):

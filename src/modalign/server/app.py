@@ -71,8 +71,10 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def create_app(index: Index | str | Path, settings: ServerSettings | None = None) -> FastAPI:
-    idx = index if isinstance(index, Index) else Index.open(index)
+def create_app(index: Index | str | Path, settings: ServerSettings | None = None,
+               data_root: str | Path | None = None) -> FastAPI:
+    """The app over ``index``; ``data_root`` (for an index folder) is where a moved dataset now is."""
+    idx = index if isinstance(index, Index) else Index.open(index, data_root=data_root)
     cfg = settings or ServerSettings()
     thumbs = ThumbnailCache(cfg.thumbnail_px, cfg.thumbnail_cache)
     # docs pages of FastAPI load their assets from a CDN: /docs is served locally below, ReDoc is off
@@ -190,7 +192,13 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
 
     def source_file(hit: Hit) -> Path:
         if hit.path is None or not Path(hit.path).is_file():
-            raise HTTPException(404, f"the source file of item {hit.id!r} is missing")
+            # the client sees the path inside the dataset only; the log has where the server looked
+            log.warning("item %r: source file not found at %s", hit.id, hit.path)
+            if hit.source is not None and not Path(hit.source).is_absolute():
+                where = f"{hit.source} is not in the data folder (serve with --data-root DIR if the dataset moved)"
+            else:
+                where = f"{Path(hit.source or hit.path or '?').name} is not where it was indexed"
+            raise HTTPException(404, f"the source file of item {hit.id!r} is missing: {where}")
         return Path(hit.path)
 
     # registered before /items/{id}: a path parameter would otherwise swallow "/thumbnail"
