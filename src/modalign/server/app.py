@@ -83,8 +83,6 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
     app.state.index = idx
     runner = SearchRunner(idx, cfg.max_batch, cfg.batch_wait_ms / 1000)
     app.state.runner = runner
-    runner = SearchRunner(idx, cfg.max_batch, cfg.batch_wait_ms / 1000)
-    app.state.runner = runner
 
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
