@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,29 @@ def test_no_modality_fields_names_the_cause(tmp_path: Path, data: bytes, needle:
     with pytest.raises(ManifestError) as info:
         PairedDataset.from_manifest(m, on_error="skip")
     assert "no modality fields" in str(info.value) and needle in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize(("rows", "needle"), [
+    ([], "the file has no rows"),  # needles are regular expressions
+    ([{"id": "a", "Text": "x"}, {"id": "b", "Text": "y"}], "field names are lower-case"),
+    ([{"id": "a", "caption": "x"}], r"the fields are \['caption'\]; name a column text\*"),
+    ([{"id": "a", "text": None}, {"id": "b", "text": None}], r"the fields \['text'\] are empty \(null\) in every row"),
+    ([{"id": "a", "image": "missing.png"}, {"id": "b", "image": "gone.png"}],
+     r"every one of the 2 rows was rejected; the first, row [01] field 'image': file not found: missing\.png"),
+    ([{"id": "a", "meta_x": 1}], r"only id, group and meta_\* fields"),
+])
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_no_modality_fields_in_jsonl_or_parquet_names_the_cause(tmp_path: Path, rows: list, needle: str,
+                                                                suffix: str) -> None:
+    m = tmp_path / f"m{suffix}"
+    if suffix == ".jsonl":
+        m.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        empty = pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.string())})
+        pq.write_table(pa.Table.from_pylist(rows) if rows else empty, m)
+    with pytest.raises(ManifestError) as info:
+        PairedDataset.from_manifest(m, on_error="skip")
+    assert "no modality fields" in str(info.value) and re.search(needle, str(info.value)), str(info.value)
 
 
 def test_vector_dim_comes_from_the_majority_not_the_first_row(tmp_path: Path) -> None:

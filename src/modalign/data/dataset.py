@@ -12,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from modalign.data.manifest import read_rows
+from modalign.data.modality import NO_MODALITIES
 from modalign.data.rows import MAX_TEXT_CHARS, RowError
 from modalign.data.validate import RowValidator
 from modalign.errors import ManifestError
@@ -118,6 +119,7 @@ class PairedDataset:
         for number, row in _numbered(rows):
             validator.add(number, row)
         validator.finish()
+        no_modalities = None if validator.kinds else validator.no_modalities_reason()
         errors = validator.errors
         if on_error == "fail" and errors:
             raise ManifestError(
@@ -125,7 +127,7 @@ class PairedDataset:
             )
         ds = validator.build(cls, source)
         if not ds.columns:
-            raise ManifestError(str(source or root), [("-", "-", "no modality fields (text, image, ...) found")])
+            raise ManifestError(str(source or root), [("-", "-", no_modalities or NO_MODALITIES)])
         return ds
 
 

@@ -8,11 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modalign.data.modality import modality_kind
+from modalign.data.modality import NO_MODALITIES, missing_modalities_reason, modality_kind
 from modalign.errors import ManifestError
 
 SUPPORTED_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-NO_MODALITIES = "no modality fields (text, image, ...) found"
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 #: byte-order marks of encodings we do not read (UTF-32 LE before UTF-16 LE: it starts with the same two bytes)
@@ -84,16 +83,7 @@ def _header_problem(header: list[str]) -> str | None:
     """Why a header names no modality field (the delimiter, case, a stray BOM), or None when it names one."""
     if any(modality_kind(name) for name in header):
         return None
-    seen = f"the header is {header!r}"
-    joined = ",".join(header)
-    for sep, label in ((";", "';'-separated"), ("\t", "tab-separated"), ("|", "'|'-separated")):
-        if sep in joined and any(modality_kind(part.strip()) for part in joined.split(sep)):
-            return f"{NO_MODALITIES}: {seen}, which looks {label}; modalign reads comma-separated CSV"
-    if any(name.startswith(("\ufeff", "\u00ef\u00bb\u00bf")) for name in header):
-        return f"{NO_MODALITIES}: {seen}, which starts with a stray byte-order mark; save the file as UTF-8"
-    if any(modality_kind(name.strip().lower()) for name in header):
-        return f"{NO_MODALITIES}: {seen}; field names are lower-case without spaces (text, image_x, vec_y ...)"
-    return f"{NO_MODALITIES}: {seen}; name a column text*, image*, audio*, vector or vec_*"
+    return missing_modalities_reason(header, "the header is")
 
 
 def _csv_value(value: str | None) -> Any:

@@ -9,6 +9,7 @@ RESERVED_FIELDS = frozenset({"id", "group", "label", "split"})
 META_PREFIX = "meta_"
 
 KINDS = ("text", "image", "audio", "vector")
+NO_MODALITIES = "no modality fields (text, image, ...) found"
 
 _KIND_PATTERNS = [
     (re.compile(r"^text(_[A-Za-z0-9-]+)?$"), "text"),
@@ -37,3 +38,17 @@ def language_of(modality: str) -> str | None:
     if modality.startswith("text_"):
         return modality[len("text_") :]
     return None
+
+
+def missing_modalities_reason(fields: list[str], seen_as: str) -> str:
+    """Why these field names hold no modality: another delimiter, upper case, a stray BOM, or plain naming."""
+    seen = f"{seen_as} {fields!r}"
+    joined = ",".join(fields)
+    for sep, label in ((";", "';'-separated"), ("\t", "tab-separated"), ("|", "'|'-separated")):
+        if sep in joined and any(modality_kind(part.strip()) for part in joined.split(sep)):
+            return f"{NO_MODALITIES}: {seen}, which looks {label}; modalign reads comma-separated CSV"
+    if any(name.startswith(("\ufeff", "\u00ef\u00bb\u00bf")) for name in fields):
+        return f"{NO_MODALITIES}: {seen}, which starts with a stray byte-order mark; save the file as UTF-8"
+    if any(modality_kind(name.strip().lower()) for name in fields):
+        return f"{NO_MODALITIES}: {seen}; field names are lower-case without spaces (text, image_x, vec_y ...)"
+    return f"{NO_MODALITIES}: {seen}; name a column text*, image*, audio*, vector or vec_*"

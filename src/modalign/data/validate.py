@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modalign.data.modality import is_non_modality_field, modality_kind
+from modalign.data.modality import NO_MODALITIES, is_non_modality_field, missing_modalities_reason, modality_kind
 from modalign.data.rows import MAX_TEXT_CHARS, RowError
 from modalign.data.vector_values import float32_vector, majority_dim
 
@@ -28,11 +28,14 @@ class RowValidator:
         self.meta_fields: list[str] = []
         self._seen_ids: dict[str, int | str] = {}
         self._unknown_reported: set[str] = set()
+        self._empty_modalities: set[str] = set()  # modality fields seen only as null
+        self._rows_read = 0
 
     def _error(self, row: int | str, row_id: str | None, field: str, reason: str) -> None:
         self.errors.append(self._RowError(row, row_id, field, reason))
 
     def add(self, number: int | str, row: dict[str, Any] | str) -> None:
+        self._rows_read += 1
         if isinstance(row, str):  # the reader could not parse this line
             self._error(number, None, "-", row)
             return
@@ -73,6 +76,7 @@ class RowValidator:
                     )
                 continue
             if value is None:
+                self._empty_modalities.add(key)
                 continue
             try:
                 item = self._item(kind, key, value)
@@ -123,6 +127,22 @@ class RowValidator:
                 else:
                     keep.append(r)
             self.rows = keep
+
+    def no_modalities_reason(self) -> str:
+        """The real cause when no modality column came out: no rows, every row rejected, names, or nulls."""
+        if self._rows_read == 0:
+            return f"{NO_MODALITIES}: the file has no rows"
+        if not self.rows and self.errors:
+            first = self.errors[0]
+            return (f"{NO_MODALITIES}: every one of the {self._rows_read} rows was rejected; the first, row "
+                    f"{first.row} field {first.field!r}: {first.reason}")
+        empty = sorted(self._empty_modalities - set(self.kinds))
+        if empty:
+            return f"{NO_MODALITIES}: the fields {empty} are empty (null) in every row"
+        fields = sorted(self._unknown_reported)
+        if fields:
+            return missing_modalities_reason(fields, "the fields are")
+        return f"{NO_MODALITIES}: the rows hold only id, group and meta_* fields"
 
     def _path(self, value: str) -> Path:
         path = Path(value)
