@@ -16,6 +16,7 @@ from modalign.cli.datasets_cmd import datasets_app
 from modalign.cli.demo_cmd import demo_command
 from modalign.cli.encoders_cmd import encoders_app
 from modalign.cli.eval_cmd import eval_command
+from modalign.cli.export_cmd import export_command
 from modalign.cli.fit_cmd import fit_command
 from modalign.cli.index_cmd import index_command
 from modalign.cli.probe_cmd import probe_command
@@ -36,6 +37,7 @@ app.command("demo")(demo_command)
 app.command("probe")(probe_command)
 app.command("index")(index_command)
 app.command("serve")(serve_command)
+app.command("export")(export_command)
 
 
 def _print_version(value: bool) -> None:
