@@ -241,6 +241,24 @@ def test_serve_listens_on_loopback_only(served: str) -> None:
     assert listening == ["0100007F"], listening  # 127.0.0.1, little-endian hex; no 0.0.0.0 or :: socket
 
 
+@pytest.mark.parametrize(("host", "warned"), [("0.0.0.0", True), ("::", True), ("192.168.1.7", True),
+                                              ("localhost", False), ("127.0.0.1", False), ("::1", False)])
+def test_non_loopback_host_is_warned_about(emoji: EmojiSearch, monkeypatch: pytest.MonkeyPatch, host: str,
+                                           warned: bool) -> None:
+    """--host off loopback prints that the API has no authentication; uvicorn gets exactly that host."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from modalign.cli import app
+
+    calls: list[dict] = []
+    monkeypatch.setattr(uvicorn, "run", lambda _app, **kw: calls.append(kw))
+    result = CliRunner().invoke(app, ["serve", "--index", str(emoji.index_dir), "--host", host, "--port", "0"])
+    assert result.exit_code == 0, result.output
+    assert [c["host"] for c in calls] == [host]
+    assert ("no authentication" in result.output) is warned, result.output
+
+
 def test_slow_search_gets_503(emoji: EmojiSearch) -> None:
     """A search over its time budget answers 503 with Retry-After instead of keeping the client waiting."""
     from fastapi.testclient import TestClient
