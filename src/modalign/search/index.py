@@ -27,7 +27,9 @@ from modalign.search.rerank import rerank
 from modalign.search.routing import CorpusStats, Ranked, check_routing, merge
 from modalign.search.routing import target_modalities as pick_targets
 from modalign.search.sources import SourceResolver
+from modalign.search.stats_sums import RunningSums
 from modalign.search.store import IndexStore
+from modalign.search.stores import ExternalCorpus, LocalStore, VectorStore, open_store
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +47,17 @@ class Corpus:
         self.n_stale = 0  # held but no longer alive (backends that cannot remove)
         self.n_alive = 0
         self.stats: CorpusStats | None = None
+        self.counted = np.zeros(0, dtype=bool)  # positions in the running sums (database stores)
 
 
 class Index:
     def __init__(self, dim: int, backend: str = "exact", backend_params: Mapping[str, Any] | None = None,
-                 model: Any = None) -> None:
+                 model: Any = None, store: VectorStore | None = None) -> None:
         BACKENDS.get(backend)  # a clear error for an unknown name
         self.dim = int(dim)
+        self.vstore = store or LocalStore(dim, backend, backend_params)
+        self._sums: dict[str, RunningSums] = {}
+        self._pending: tuple[int, np.ndarray] | None = None  # (first position, vectors) of the add underway
         self.backend = backend
         self.backend_params = dict(backend_params or {})
         self.model = model
@@ -103,11 +109,14 @@ class Index:
     @classmethod
     @contextlib.contextmanager
     def edit(cls, folder: str | Path, model: Any = None, backend: str | None = None,
-             backend_params: Mapping[str, Any] | None = None) -> Iterator[Index]:
+             backend_params: Mapping[str, Any] | None = None,
+             store: Mapping[str, Any] | None = None) -> Iterator[Index]:
         """Open ``folder`` for changes under the writer lock, creating it (with ``model``) when new.
 
-        ``backend`` (default ``exact``) only applies to a new index; an existing one keeps its own.
+        ``backend`` (default ``exact``) and ``store`` (a ``stores.new_store_record``; default local) only
+        apply to a new index; an existing one keeps its own.
         """
+        wanted = dict(store) if store else None
         from modalign.search.store import model_fingerprint
 
         if not IndexStore.exists(folder):
@@ -115,17 +124,23 @@ class Index:
                 raise ConfigError(f"{folder}: no index here (give a model to create one)")
             name = backend or "exact"
             BACKENDS.get(name)
-            IndexStore.create(folder, model, name, dict(backend_params or {}))
-        store = IndexStore(folder)
-        with store.locked():
+            IndexStore.create(folder, model, name, dict(backend_params or {}), wanted)
+        folder_store = IndexStore(folder)
+        with folder_store.locked():
+            store = folder_store  # type: ignore[assignment]
             if model is not None and model_fingerprint(model) != store.manifest.model_fingerprint:
                 raise ConfigError(f"{folder}: this index was built with a different model; "
                                   "index into a new folder (or delete this one) to use this model")
             if backend is not None and backend != store.manifest.backend:
                 raise ConfigError(f"{folder}: this index uses the {store.manifest.backend!r} backend, not "
                                   f"{backend!r}; index into a new folder to change it")
-            index = cls._load(store)
+            kind = folder_store.manifest.store.get("kind", "local")
+            if wanted is not None and wanted["kind"] != kind:
+                raise ConfigError(f"{folder}: this index keeps its vectors in the {kind!r} store, not "
+                                  f"{wanted['kind']!r}; index into a new folder to change it")
+            index = cls._load(folder_store)
             index._writable = True
+            index._tidy_store()
             try:
                 yield index
             finally:
@@ -134,8 +149,11 @@ class Index:
     @classmethod
     def _load(cls, store: IndexStore, data_root: str | Path | None = None) -> Index:
         man = store.manifest
-        index = cls(man.dim, man.backend, man.backend_params, model=store.load_model())
+        vstore = open_store(man.store, store.folder, man.dim, man.backend, man.backend_params)
+        index = cls(man.dim, man.backend, man.backend_params, model=store.load_model(), store=vstore)
         index._store = store
+        if vstore.durable:
+            index._sums = RunningSums.load(store.load_stats())
         index.sources = SourceResolver(store.folder, data_root)
         parts = []
         for segment in store.segments():
@@ -147,7 +165,9 @@ class Index:
         for m in index.catalog.modalities():
             corpus = index._corpus(m)
             path = store.ann_path(m) if corpus.backend.persistent else None
-            if path is not None:
+            if isinstance(corpus.backend, ExternalCorpus):
+                index._attach(m, corpus)
+            elif path is not None:
                 try:
                     corpus.backend.load(path)
                     held = corpus.backend.ids()
@@ -157,17 +177,48 @@ class Index:
                     corpus.held[held] = True
                 except (RuntimeError, ValueError) as exc:
                     log.warning("%s: rebuilding the %s search structure (%s)", path, m, exc)
-                    index.corpora[m] = Corpus(index._new_backend())
+                    index.corpora[m] = Corpus(index._new_backend(m))
             index._sync(m)
         return index
 
-    def _new_backend(self) -> SearchBackend:
-        return BACKENDS.create(self.backend, dim=self.dim, **self.backend_params)
+    def _new_backend(self, modality: str) -> SearchBackend:
+        return self.vstore.corpus(modality)
 
     def _corpus(self, modality: str) -> Corpus:
         if modality not in self.corpora:
-            self.corpora[modality] = Corpus(self._new_backend())
+            self.corpora[modality] = Corpus(self._new_backend(modality))
         return self.corpora[modality]
+
+    def _attach(self, modality: str, corpus: Corpus) -> None:
+        """What a database corpus holds; rows past the catalog (a writer killed before its commit) are hidden."""
+        assert isinstance(corpus.backend, ExternalCorpus)
+        n = len(self.catalog)
+        held = corpus.backend.ids()
+        if len(held) and held.max() >= n:
+            log.warning("%s: %d uncommitted vector(s) in the store are ignored", modality, int((held >= n).sum()))
+            corpus.backend.hide_from(n)
+        corpus.held = np.zeros(n, bool)
+        corpus.held[held[held < n]] = True
+        of_modality = np.fromiter((m == modality for m in self.catalog.modality), bool, count=n)
+        corpus.counted = of_modality & self._alive  # the stats file was written with this catalog
+        self._sums.setdefault(modality, RunningSums.empty(self.dim))
+
+    def _tidy_store(self) -> None:
+        """Under the writer lock: drop what the database holds past the catalog or no longer alive."""
+        for corpus in self.corpora.values():
+            if isinstance(corpus.backend, ExternalCorpus):
+                if corpus.backend.limit is not None:
+                    extra = corpus.backend.ids()
+                    corpus.backend.remove(extra[extra >= corpus.backend.limit])
+                    corpus.backend.hide_from(None)
+                self._drop_stale(corpus)
+
+    def _drop_stale(self, corpus: Corpus) -> None:
+        stale = np.flatnonzero(corpus.held & ~self._alive[: len(corpus.held)])
+        if len(stale):
+            corpus.backend.remove(stale.astype(np.int64))
+            corpus.held[stale] = False
+        corpus.n_stale = 0
 
     # ---------------------------------------------------------------- changes
     def apply(self, segment: Segment) -> None:
@@ -176,16 +227,45 @@ class Index:
             raise ConfigError("this index was opened read-only; use Index.edit(folder) to change it")
         if segment.is_empty():
             return
-        record = self._store.write_segment(segment) if self._store is not None else None
+        durable = self.vstore.durable
+        record = self._store.write_segment(segment, with_vectors=not durable) if self._store is not None else None
+        if durable:
+            self._store_add(segment)
         touched = self.catalog.apply(segment)
-        if segment.vectors is not None and len(segment.vectors):
+        if segment.vectors is not None and len(segment.vectors) and not durable:
             self._vectors = np.concatenate([self._vectors, np.asarray(segment.vectors, np.float32)])
         self._alive = self.catalog.alive_mask()
         modalities = {self.catalog.modality[p] for p in touched}
-        for m in modalities:
-            self._sync(m)
+        try:
+            for m in modalities:
+                self._sync(m)
+        finally:
+            self._pending = None
         if self._store is not None and record is not None:
             self._commit([*self._store.manifest.segments, record], modalities)
+        if durable:  # deleted only once the commit no longer lists them (a crash before leaves them hidden)
+            for m in modalities:
+                self._drop_stale(self.corpora[m])
+
+    def _store_add(self, segment: Segment) -> None:
+        """Insert the segment's vectors into the database before the commit that makes them part of the index."""
+        base = len(self.catalog)
+        if not segment.entries:
+            return
+        vectors = np.asarray(segment.vectors, np.float32).reshape(len(segment.entries), self.dim)
+        self._pending = (base, vectors)
+        by_modality: dict[str, list[int]] = {}
+        for i, entry in enumerate(segment.entries):
+            by_modality.setdefault(entry["modality"], []).append(i)
+        for m, rows in by_modality.items():
+            corpus = self._corpus(m)
+            meta = [segment.entries[i] for i in rows]
+            assert isinstance(corpus.backend, ExternalCorpus)
+            corpus.backend.add_items(vectors[rows], np.asarray(rows, np.int64) + base, meta)
+            held = np.zeros(base + len(segment.entries), bool)
+            held[: len(corpus.held)] = corpus.held
+            held[np.asarray(rows) + base] = True
+            corpus.held = held
 
     def _commit(self, segments: list[Any], modalities: set[str], rebuild_ann: bool = False) -> None:
         assert self._store is not None
@@ -194,7 +274,8 @@ class Index:
         for m, corpus in self.corpora.items():
             if corpus.backend.persistent and (m in modalities or rebuild_ann or m not in ann) and len(corpus.backend):
                 ann[m] = self._store.write_ann(m, corpus.backend, generation)
-        self._store.commit(segments, ann, generation)
+        stats = self._store.write_stats(RunningSums.dump(self._sums), generation) if self.vstore.durable else None
+        self._store.commit(segments, ann, generation, stats)
 
     def _sync(self, modality: str) -> None:
         """Make the modality's backend hold exactly its alive entries (or a superset, see HNSW)."""
@@ -204,19 +285,44 @@ class Index:
         held[: len(corpus.held)] = corpus.held[:n]
         of_modality = np.fromiter((m == modality for m in self.catalog.modality), bool, count=n)
         want = of_modality & self._alive
-        add = np.flatnonzero(want & ~held)
-        if len(add):
-            corpus.backend.add(self._vectors[add], add)
-            held[add] = True
-        stale = np.flatnonzero(held & ~want)
-        if len(stale) and corpus.backend.removes:
-            corpus.backend.remove(stale)
-            held[stale] = False
+        if self.vstore.durable:
+            self._sync_sums(modality, corpus, want)
+            missing = int(np.count_nonzero(want & ~held))
+            if missing:  # cannot happen through apply (vectors go in first); a store edited by hand
+                log.warning("%s: %d item(s) of the catalog are missing from the store", modality, missing)
+        else:
+            add = np.flatnonzero(want & ~held)
+            if len(add):
+                corpus.backend.add(self._vectors[add], add)
+                held[add] = True
+            stale = np.flatnonzero(held & ~want)
+            if len(stale) and corpus.backend.removes:
+                corpus.backend.remove(stale)
+                held[stale] = False
+            corpus.stats = CorpusStats.from_vectors(self._vectors[want])
         corpus.held = held
         corpus.n_stale = int(np.count_nonzero(held & ~want))
         corpus.n_alive = int(np.count_nonzero(want))
-        corpus.stats = CorpusStats.from_vectors(self._vectors[want])
         self._modalities = None
+
+    def _sync_sums(self, modality: str, corpus: Corpus, want: np.ndarray) -> None:
+        """Database stores: update the running sums with what joined or left the alive set."""
+        counted = np.zeros(len(want), bool)
+        counted[: len(corpus.counted)] = corpus.counted[: len(want)]
+        sums = self._sums.setdefault(modality, RunningSums.empty(self.dim))
+        joined, left = np.flatnonzero(want & ~counted), np.flatnonzero(counted & ~want)
+        if len(joined):
+            sums.add(self._stored_vectors(corpus, joined))
+        if len(left):
+            sums.add(self._stored_vectors(corpus, left), sign=-1)
+        corpus.counted = want.copy()
+        corpus.stats = sums.stats()
+
+    def _stored_vectors(self, corpus: Corpus, positions: np.ndarray) -> np.ndarray:
+        if self._pending is not None and positions.min() >= self._pending[0]:
+            return self._pending[1][positions - self._pending[0]]
+        assert isinstance(corpus.backend, ExternalCorpus)
+        return corpus.backend.fetch(positions)
 
     def add_dataset(self, dataset: Any, cache: Any = None, modalities: Sequence[str] | None = None,
                     progress: Progress | None = None) -> IngestReport:
@@ -236,6 +342,9 @@ class Index:
 
     def compact(self) -> None:
         """Rewrite the index as one segment of alive entries (drops deleted vectors, rebuilds ANN)."""
+        if self.vstore.durable:
+            raise ConfigError(f"--compact rewrites local indexes; the {self.vstore.kind} store already dropped "
+                              "the deleted vectors")
         keep = np.flatnonzero(self._alive)
         cat = self.catalog
         entries = [cat.entry(p) for p in keep]
@@ -252,6 +361,10 @@ class Index:
             self._sync(m)
         if self._store is not None and record is not None:
             self._commit([record], set(self.corpora), rebuild_ann=True)
+
+    def close(self) -> None:
+        """Release the store's connections (a database-backed index)."""
+        self.vstore.close()
 
     # ---------------------------------------------------------------- reading
     @property
@@ -279,7 +392,11 @@ class Index:
         return self._hit(pos, float("nan"), float("nan"))
 
     def vector(self, entry_id: str) -> np.ndarray:
-        return self._vectors[self.position(entry_id)].copy()
+        pos = self.position(entry_id)
+        backend = self.corpora[self.catalog.modality[pos]].backend
+        if isinstance(backend, ExternalCorpus):
+            return backend.fetch(np.asarray([pos], np.int64))[0]
+        return self._vectors[pos].copy()
 
     def _hit(self, pos: int, score: float, cosine: float) -> Hit:
         cat = self.catalog

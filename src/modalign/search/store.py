@@ -7,6 +7,10 @@ Layout::
     INDEX_DIR/seg-000001.safetensors  "vectors" float32 (n, dim) of the entries the segment adds
     INDEX_DIR/seg-000001.json         the segment's log: entries, row upserts, deletions
     INDEX_DIR/ann-000003-image.faiss  faiss index of one modality (``--ann hnsw|ivf`` only)
+    INDEX_DIR/stats-000003.safetensors per-modality vector sums (lancedb / milvus stores, see stores/)
+
+With a ``lancedb`` or ``milvus`` store the segments carry no vectors (the database holds them) and the
+calibration statistics are kept as running sums in the stats file, so no vector is read at load.
 
 Every file is written to a temp file, fsynced and renamed; ``index.json`` is replaced last, so it
 only ever lists complete files. A crash leaves unlisted files, which the next writer deletes. File
@@ -41,7 +45,9 @@ INDEX_FILE = "index.json"
 MODEL_DIR = "model"
 SEGMENT_RE = re.compile(r"^seg-(\d{6})$")
 ANN_RE = re.compile(r"^ann-(\d{6})-[A-Za-z0-9_.-]+\.faiss$")
-_OWN_FILE_RE = re.compile(r"^(seg-\d{6}\.(safetensors|json)|ann-\d{6}-[A-Za-z0-9_.-]+\.faiss)$")
+STATS_RE = re.compile(r"^stats-(\d{6})\.safetensors$")
+_OWN_FILE_RE = re.compile(r"^(seg-\d{6}\.(safetensors|json)|ann-\d{6}-[A-Za-z0-9_.-]+\.faiss"
+                          r"|stats-\d{6}\.safetensors)$")
 
 
 class SegmentRecord(BaseModel):
@@ -57,6 +63,12 @@ class AnnRecord(BaseModel):
     sha256: str
 
 
+class StatsRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    file: str = Field(pattern=STATS_RE.pattern)
+    sha256: str
+
+
 class IndexManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     format: str = Field(pattern=r"^modalign\.index$")
@@ -68,6 +80,9 @@ class IndexManifest(BaseModel):
     generation: int = Field(ge=0)
     segments: list[SegmentRecord] = []
     ann: dict[str, AnnRecord] = {}
+    #: where the vectors live (stores/__init__.py: kind, uri, prefix, params); absent: the folder itself
+    store: dict[str, Any] = {"kind": "local"}
+    stats: StatsRecord | None = None
 
 
 def model_fingerprint(model: Any) -> str:
@@ -111,7 +126,8 @@ class IndexStore:
         return (Path(folder) / INDEX_FILE).is_file()
 
     @classmethod
-    def create(cls, folder: str | Path, model: Any, backend: str, backend_params: dict[str, Any]) -> IndexStore:
+    def create(cls, folder: str | Path, model: Any, backend: str, backend_params: dict[str, Any],
+               store: dict[str, Any] | None = None) -> IndexStore:
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         if cls.exists(out):
@@ -123,7 +139,7 @@ class IndexStore:
         os.replace(tmp_model, out / MODEL_DIR)
         manifest = IndexManifest(format=FORMAT, format_version=FORMAT_VERSION, dim=model.dim,
                                  model_fingerprint=model_fingerprint(model), backend=backend,
-                                 backend_params=backend_params, generation=0)
+                                 backend_params=backend_params, generation=0, store=store or {"kind": "local"})
         atomic_write_bytes(out / INDEX_FILE, manifest.model_dump_json(indent=1).encode())
         return cls(out)
 
@@ -149,12 +165,28 @@ class IndexStore:
         for record in self.manifest.segments:
             log = json.loads(self._checked(record, "json").read_text())
             vectors = None
-            if record.entries:
+            if record.entries and f"{record.name}.safetensors" in record.sha256:  # else: in the store
                 vectors = load_file(str(self._checked(record, "safetensors")))["vectors"]
                 if vectors.shape != (record.entries, self.manifest.dim) or len(log["entries"]) != record.entries:
                     raise ConfigError(f"{self.folder}: segment {record.name} has inconsistent sizes")
             yield Segment(entries=log["entries"], vectors=vectors, rows=log["rows"],
                           deleted_rows=log["deleted_rows"], deleted_entries=log["deleted_entries"])
+
+    def load_stats(self) -> dict[str, np.ndarray]:
+        """The stats file's arrays (``<modality>.n|sum|gram``), checked against index.json; {} when none."""
+        record = self.manifest.stats
+        if record is None:
+            return {}
+        path = self.folder / record.file
+        if not path.is_file() or sha256_file(path) != record.sha256:
+            raise ConfigError(f"{self.folder}: index file {record.file} is missing or corrupt")
+        return load_file(str(path))
+
+    def write_stats(self, arrays: dict[str, np.ndarray], generation: int) -> StatsRecord:
+        path = self.folder / f"stats-{generation:06d}.safetensors"
+        data = save({k: np.ascontiguousarray(v) for k, v in arrays.items()})
+        atomic_write_bytes(path, data)
+        return StatsRecord(file=path.name, sha256=hashlib.sha256(data).hexdigest())
 
     def ann_path(self, modality: str) -> Path | None:
         """The verified faiss file of ``modality``, or None when absent or corrupt (then it is rebuilt)."""
@@ -184,7 +216,8 @@ class IndexStore:
 
     def _listed(self) -> set[str]:
         names = {f"{s.name}.{ext}" for s in self.manifest.segments for ext in ("json", "safetensors")}
-        return names | {a.file for a in self.manifest.ann.values()}
+        stats = {self.manifest.stats.file} if self.manifest.stats is not None else set()
+        return names | {a.file for a in self.manifest.ann.values()} | stats
 
     def _remove_unlisted(self) -> None:
         listed = self._listed()
@@ -198,11 +231,11 @@ class IndexStore:
         used = [int(m.group(1)) for s in self.manifest.segments if (m := SEGMENT_RE.match(s.name))]
         return f"seg-{(max(used) + 1 if used else 1):06d}"
 
-    def write_segment(self, segment: Segment, name: str | None = None) -> SegmentRecord:
-        """Write the segment's files (not yet listed: ``commit`` does that)."""
+    def write_segment(self, segment: Segment, name: str | None = None, with_vectors: bool = True) -> SegmentRecord:
+        """Write the segment's files (not yet listed: ``commit`` does that); vectors only when the folder keeps them."""
         name = name or self.next_segment_name()
         hashes = {}
-        if segment.entries:
+        if segment.entries and with_vectors:
             vectors = np.ascontiguousarray(segment.vectors, dtype=np.float32)
             path = self.folder / f"{name}.safetensors"
             data = save({"vectors": vectors})
@@ -218,9 +251,13 @@ class IndexStore:
         backend.save(path)  # atomic itself (faiss_base.save)
         return AnnRecord(file=path.name, sha256=sha256_file(path))
 
-    def commit(self, segments: list[SegmentRecord], ann: dict[str, AnnRecord], generation: int) -> None:
+    def commit(self, segments: list[SegmentRecord], ann: dict[str, AnnRecord], generation: int,
+               stats: StatsRecord | None = None) -> None:
         """Replace index.json (the commit point), then delete the files it no longer lists."""
-        manifest = self.manifest.model_copy(update={"segments": segments, "ann": ann, "generation": generation})
+        update: dict[str, Any] = {"segments": segments, "ann": ann, "generation": generation}
+        if stats is not None:
+            update["stats"] = stats
+        manifest = self.manifest.model_copy(update=update)
         atomic_write_bytes(self.folder / INDEX_FILE, manifest.model_dump_json(indent=1).encode())
         self.manifest = manifest
         self._remove_unlisted()
