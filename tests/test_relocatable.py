@@ -128,3 +128,30 @@ def test_index_with_absolute_paths_still_serves(emoji: EmojiSearch, tmp_path: Pa
     with TestClient(create_app(index_dir), raise_server_exceptions=False) as client:
         r = client.get(f"/items/{row['id']}:image")
         assert r.status_code == 404 and Path(row["image"]).name in r.json()["detail"]
+
+
+def test_resolution_rule(tmp_path: Path) -> None:
+    """The order of sources.py on plain folders: --data-root, the recorded root, the root seen from the index."""
+    from modalign.search.sources import SourceResolver, entry_source
+
+    data, index_dir = tmp_path / "p" / "data", tmp_path / "p" / "index"
+    (data / "img").mkdir(parents=True)
+    index_dir.mkdir()
+    (data / "img" / "a.png").write_bytes(b"x")
+    fields = entry_source(data / "img" / "a.png", data, index_dir)
+    assert fields == {"path": "img/a.png", "root": str(data), "root_from_index": "../data"}
+    outside = tmp_path / "elsewhere.png"
+    assert entry_source(outside, data, index_dir) == {"path": str(outside)}  # --allow-outside-root: absolute
+
+    args = (fields["path"], fields["root"], fields["root_from_index"])
+    assert SourceResolver(index_dir).resolve(*args) == str(data / "img" / "a.png")
+    shutil.move(tmp_path / "p", tmp_path / "q")
+    moved_index = tmp_path / "q" / "index"
+    assert SourceResolver(moved_index).resolve(*args) == str(tmp_path / "q" / "data" / "img" / "a.png")
+    assert SourceResolver(moved_index, data_root=tmp_path).resolve(*args) == str(tmp_path / "img" / "a.png")
+    # neither folder exists: the recorded one is named (and the file is missing)
+    assert SourceResolver(tmp_path / "gone").resolve(*args) == str(data / "img" / "a.png")
+    assert SourceResolver(moved_index).resolve(str(outside)) == str(outside)  # absolute paths stay as they are
+    assert SourceResolver(moved_index).resolve(None) is None
+    # a tampered log cannot walk out of the data folder
+    assert SourceResolver(moved_index, data_root=tmp_path).resolve("../../etc/passwd", str(data)) is None
