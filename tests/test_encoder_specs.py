@@ -186,7 +186,7 @@ def test_combined_encoders_concatenate_normalised_parts(minilm_dir: Path, emoji_
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     np.testing.assert_allclose(both[:, :384], unit, atol=1e-5)
     np.testing.assert_allclose(both[:, 384:], unit, atol=1e-5)  # st: normalises itself, the same vector
-    with pytest.raises(EncoderLoadError, match="takes no options"):
+    with pytest.raises(EncoderLoadError, match="only the option 'layers'"):
         get_encoder(spec, normalize=False)
     model = _fit(emoji_data, tmp_path / "m", tmp_path / "cache", spec)
     cfg = json.loads((model / "config.json").read_text())["modalities"]["text"]

@@ -7,6 +7,7 @@
 ``st:PATH``               a local sentence-transformers folder
 ``onnx:PATH``             an ONNX image model file
 ``py:MODULE:FACTORY``     a callable returning a ``modalign.Encoder``
+``A+B``                   several of the above as one (option ``layers``: one per part)
 ========================  ==============================================================
 
 Paths are made absolute when a model is fitted, so the saved spec recreates the encoder from any
@@ -133,10 +134,12 @@ def get_encoder(spec: str, **options: Any) -> Encoder:
     """
     parts = combined_parts(spec) if "+" in spec else None
     if parts is not None:
-        if options:
-            raise EncoderLoadError(f"encoder {spec!r}: a combined encoder takes no options (give its parts' "
-                                   "defaults, or wrap them with py:)")
-        return _combined(spec, parts)
+        extra = sorted(set(options) - {"layers"})
+        if extra:
+            raise EncoderLoadError(f"encoder {spec!r}: a combined encoder takes only the option 'layers' (one per "
+                                   f"part, e.g. head+final), not {extra}; give its parts' defaults, or wrap them "
+                                   "with py:")
+        return _combined(spec, parts, options.get("layers"))
     scheme, target = split_spec(spec)
     try:
         key = (canonical_spec(spec), json.dumps(options, sort_keys=True, default=repr), _stamp(scheme, target, spec))
@@ -157,14 +160,32 @@ def get_encoder(spec: str, **options: Any) -> Encoder:
         return encoder
 
 
-def _combined(spec: str, parts: list[str]) -> Encoder:
-    key = (canonical_spec(spec), "+", tuple(_stamp(*split_spec(p), p) for p in parts))
+def _combined(spec: str, parts: list[str], layers: Any = None) -> Encoder:
+    key = (canonical_spec(spec), "+", tuple(_stamp(*split_spec(p), p) for p in parts), json.dumps(layers))
     members = [get_encoder(p) for p in parts]  # each part loads (and is shared) once
     with _GUARD:
         live = _LIVE.get(key)
         if live is None or any(a is not b for a, b in zip(live.parts, members, strict=True)):  # type: ignore[attr-defined]
-            live = _LIVE[key] = CombinedEncoder(members)
+            live = _LIVE[key] = CombinedEncoder(members, layers)
         return live
+
+
+def layer_choice(spec: str, options: Mapping[str, Any], layer: str) -> tuple[str, dict[str, Any]] | None:
+    """``--layers MODALITY=A+B`` as an encoder: (combined spec, options with ``layers``), or None when
+    ``layer`` names one layer. Over ``X+Y`` each part takes one of the layers, in order; over a single
+    encoder the layers are several of its own (``effnet-lite0`` with ``head+stage7``)."""
+    if "+" not in layer:
+        return None
+    layers = layer.split("+")
+    parts = combined_parts(spec) if "+" in spec else None
+    if parts is None:
+        if options:
+            raise EncoderLoadError(f"encoder {spec!r}: several layers ({layer}) of an encoder given options are not "
+                                   "supported; wrap it with py: or drop the options")
+        parts = [spec] * len(layers)
+    elif len(parts) != len(layers):
+        raise EncoderLoadError(f"encoder {spec!r} has {len(parts)} parts, but layers {layer!r} name {len(layers)}")
+    return "+".join(parts), {**options, "layers": layers}
 
 
 def check_weights(spec: str, encoder: Encoder, expected: str | None) -> None:
