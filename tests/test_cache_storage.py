@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.cli import run_cli
 from helpers.slow_extract import SlowHashEncoder, items
 from modalign._io import atomic_write_bytes, file_mode
 from modalign.errors import ConfigError, ModalignError, StorageError
 from modalign.features import FeatureCache, extract
+from test_report import shared
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,3 +125,31 @@ def test_model_heads_are_written_atomically(tmp_path: Path) -> None:
         assert (small / "m" / "heads.safetensors").read_bytes() == before  # the old model is intact
         filler.unlink()
         load(small / "m")
+
+
+def _one_clean_line(output: str) -> str:
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    assert "Traceback" not in output and lines, output
+    return " ".join(lines[-3:])  # rich may wrap the one message over a few terminal lines
+
+
+def test_cli_fit_on_a_full_disk_or_read_only_cache(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`modalign fit` with its cache or its output on a full disk exits 2 with one line naming the path; a
+    read-only cache that already holds every feature serves the fit."""
+    manifest, _ = shared(tmp_path_factory)
+    fit = ["fit", "--data", str(manifest), "--modalities", "image,text", "--method", "procrustes", "--dim", "16",
+           "--holdout", "0.25"]
+    full = tmp_path / "full"
+    with _mounted(["-t", "tmpfs", "-o", "size=64k", "tmpfs"], full):
+        said = _one_clean_line(run_cli([*fit, "--cache", str(full / "cache"), "--out", str(tmp_path / "m0")], code=2))
+        assert "No space left" in said and str(full) in said.replace("\n", ""), said
+    cache = tmp_path / "cache"
+    run_cli([*fit, "--cache", str(cache), "--out", str(tmp_path / "m1")])
+    with _mounted(["-t", "tmpfs", "-o", "size=64k", "tmpfs"], full):
+        said = _one_clean_line(run_cli([*fit, "--cache", str(cache), "--out", str(full / "model")], code=2))
+        assert "No space left" in said, said
+        assert not (full / "model" / "heads.safetensors").exists()  # never a half-written model
+    ro = tmp_path / "ro"
+    with _mounted(["--bind", "-o", "ro", str(cache)], ro):
+        run_cli([*fit, "--cache", str(ro), "--out", str(tmp_path / "m2")])
+    assert (tmp_path / "m2" / "heads.safetensors").is_file()

@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from modalign._io import atomic_write_bytes
+
 console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)
 
@@ -73,10 +75,11 @@ def write_errors(path: Path, errors: list[Any]) -> None:
     """errors.jsonl: one JSON object per skipped row (id, field, reason)."""
     if not errors:
         return
-    with path.open("w", encoding="utf-8") as fh:
-        for e in errors:
-            record = e.to_json() if hasattr(e, "to_json") else dict(zip(("id", "field", "reason"), e, strict=False))
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    lines = []
+    for e in errors:
+        record = e.to_json() if hasattr(e, "to_json") else dict(zip(("id", "field", "reason"), e, strict=False))
+        lines.append(json.dumps(record, ensure_ascii=False) + "\n")
+    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
 
 
 def report_skipped(errors: list[Any], path: Path | None) -> None:

@@ -215,9 +215,12 @@ def fit_command(
         model.training["progressive"][-1]["base"] = str(base.resolve())  # type: ignore[union-attr]
     else:
         model.training["manifest"] = str(data.resolve())
-    model.save(out)
     errors_path = out / "errors.jsonl"
-    write_errors(errors_path, model.fit_errors)
+    try:  # a full disk or a read-only --out: one line; the features stay in the cache for the rerun
+        model.save(out)
+        write_errors(errors_path, model.fit_errors)
+    except (ModalignError, OSError) as exc:
+        raise fail(str(exc)) from None
     report_skipped(model.fit_errors, errors_path)
     _summary(model, out, method, add)
 
