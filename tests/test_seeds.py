@@ -69,10 +69,21 @@ def test_ensemble_averages_unit_outputs_and_survives_save_load(fits, tmp_path: P
     model = _model(fitted.heads, a, b)
     head = fitted.heads["a"]
     assert head.name == "ensemble" and len(head.members) == 3
-    with torch.no_grad():  # the ensemble is the mean of its members' unit vectors
+    with torch.no_grad():  # the ensemble is the mean of its members' rotated unit vectors
         x = torch.as_tensor(a)
-        expect = torch.stack([torch.nn.functional.normalize(h(x), dim=1) for h in head.members]).mean(0)
+        units = [torch.nn.functional.normalize(h(x), dim=1) for h in head.members]
+        expect = torch.stack([u @ r for u, r in zip(units, head.rotations, strict=True)]).mean(0)
         torch.testing.assert_close(head(x), expect)
+        rot = head.rotations
+        torch.testing.assert_close(rot[0], torch.eye(8))
+        torch.testing.assert_close(rot @ rot.transpose(1, 2), torch.eye(8).repeat(3, 1, 1), atol=1e-5, rtol=0)
+        # the rotations bring each seed's space onto the first one's (one rotation for both modalities)
+        for i in (1, 2):
+            for m, xm in (("a", a), ("b", b)):
+                h = fitted.heads[m]
+                z0 = torch.nn.functional.normalize(h.members[0](torch.as_tensor(xm)), dim=1)
+                zi = torch.nn.functional.normalize(h.members[i](torch.as_tensor(xm)), dim=1)
+                assert float((zi @ h.rotations[i] * z0).sum(1).mean()) > float((zi * z0).sum(1).mean()) + 0.2
     model.save(tmp_path / "m")
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     assert cfg["modalities"]["a"]["head"]["name"] == "ensemble" and len(cfg["modalities"]["a"]["head"]["members"]) == 3

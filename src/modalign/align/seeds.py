@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from modalign.align.heads.base import Head
-from modalign.align.heads.ensemble import MAX_MEMBERS, EnsembleHead
+from modalign.align.heads.ensemble import MAX_MEMBERS, EnsembleHead, align_members
 from modalign.align.methods import FitContext, MethodResult
 from modalign.align.train_data import TrainData, take_rows
 from modalign.metrics.ranks import first_positive_ranks
@@ -60,6 +60,22 @@ def val_metrics(heads: dict[str, Head], val: TrainData | None) -> dict[str, floa
     return out
 
 
+#: training rows per modality the members' rotations are fitted on (a seeded sample past it)
+ALIGN_ROWS = 20_000
+
+
+def _outputs(heads: dict[str, Head], data: TrainData) -> torch.Tensor:
+    """Unit outputs of every modality's heads on its training rows, stacked (the rows Procrustes aligns)."""
+    parts = []
+    with torch.no_grad():
+        for m, head in heads.items():
+            idx = np.flatnonzero(data.present[m])
+            if len(idx) > ALIGN_ROWS:
+                idx = np.sort(np.random.default_rng(0).choice(idx, ALIGN_ROWS, replace=False))
+            parts.append(F.normalize(head.eval()(take_rows(data.features[m], idx)), dim=1))
+    return torch.cat(parts)
+
+
 def _spread(rows: list[dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
     keys = [k for k in rows[0] if all(k in r for r in rows)]
     return ({k: float(np.mean([r[k] for r in rows])) for k in keys},
@@ -87,8 +103,9 @@ def fit_seeds(fit_one: Callable[[FitContext], MethodResult], ctx: FitContext, se
     report: dict[str, Any] = {"n": seeds, "seeds": [base + i for i in range(seeds)], "per_seed": per_run,
                               "mean": mean, "std": std, "kept": "ensemble" if ensemble else f"seed {base}"}
     if ensemble:
+        rotations = align_members([_outputs(r[0], ctx.train) for r in runs])
         # a locked modality's identity head is the same in every run: keep it as it is
-        heads = {m: EnsembleHead.of([r[0][m] for r in runs]) if heads[m].trainable else heads[m]
+        heads = {m: EnsembleHead.of([r[0][m] for r in runs], rotations) if heads[m].trainable else heads[m]
                  for m in ctx.modalities}
         report["ensemble"] = {f"val {k}": v for k, v in val_metrics(heads, ctx.val).items()}
         info = {**info, "val_R@1": report["ensemble"].get("val R@1", info.get("val_R@1"))}

@@ -122,6 +122,8 @@ def fit_command(
         check_seeds(method, seeds, ensemble)
     except ValueError as exc:
         raise fail(f"--seeds: {exc}") from None
+    if base is not None and seeds > 1:
+        raise fail("--seeds does not grow a model (--base/--add): fit the new modality once")
     if method == "auto":
         if base is not None:
             raise fail("--method auto does not grow a model (--base/--add): give one of infonce, siglip, cwcl, "

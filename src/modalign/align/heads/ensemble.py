@@ -1,9 +1,11 @@
 """Ensemble head: N heads of one modality (trained with different seeds) as one.
 
-Its output is the mean of the members' L2-normalised outputs. Each member keeps its own conditioning
-and weights; averaging unit vectors rather than weights because independently seeded contrastive
-heads land in differently rotated spaces (the loss is invariant to a shared rotation), so their
-weights do not average into a head (measured in docs/alignment.md, ``--seeds``).
+Independently seeded contrastive heads land in differently rotated spaces (the loss is invariant to a
+rotation shared by all modalities; measured: the unit outputs of two seeds have mean cosine ~0.01), so
+neither their outputs nor their weights can be averaged as they are. Each member therefore carries a
+rotation (``rotations[i]``, fitted by ``align_members``: orthogonal Procrustes of its outputs onto the
+first member's, on the training rows of every modality at once), and the ensemble's output is the mean
+of the members' rotated L2-normalised outputs.
 """
 
 from __future__ import annotations
@@ -38,13 +40,14 @@ class EnsembleHead(Head):
                 raise ValueError(f"ensemble member maps {h.in_dim}->{h.out_dim}, the ensemble "
                                  f"{self.in_dim}->{self.out_dim}")
         self.members = nn.ModuleList(built)
+        self.register_buffer("rotations", torch.eye(self.out_dim).repeat(len(built), 1, 1))
 
     def config(self) -> dict[str, Any]:
         return {"name": self.name, "in_dim": self.in_dim, "out_dim": self.out_dim,
                 "members": [h.config() for h in self.members]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [nn.functional.normalize(h(x), dim=-1) for h in self.members]
+        outs = [nn.functional.normalize(h(x), dim=-1) @ r for h, r in zip(self.members, self.rotations, strict=True)]
         return torch.stack(outs).mean(0)
 
     def fit_input_stats(self, features: Any, chunk: int | None = None) -> None:
@@ -56,9 +59,27 @@ class EnsembleHead(Head):
         return torch.stack(losses).sum() if losses else None
 
     @classmethod
-    def of(cls, heads: Sequence[Head]) -> EnsembleHead:
+    def of(cls, heads: Sequence[Head], rotations: torch.Tensor | None = None) -> EnsembleHead:
         first = heads[0]
-        return cls(first.in_dim, first.out_dim, list(heads)).eval()
+        head = cls(first.in_dim, first.out_dim, list(heads)).eval()
+        if rotations is not None:
+            head.rotations.copy_(rotations)
+        return head
+
+
+@torch.no_grad()
+def align_members(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(N, d, d) rotations R_i minimising ‖Z_i R_i − Z_0‖ (orthogonal Procrustes; R_0 = I).
+
+    ``outputs[i]``: member i's unit outputs on the same rows (every modality's rows stacked, so one
+    rotation serves all of a seed's heads)."""
+    ref = outputs[0].double()
+    rots = []
+    for z in outputs:
+        u, _, vt = torch.linalg.svd(z.double().T @ ref)
+        rots.append((u @ vt).float())
+    rots[0] = torch.eye(ref.shape[1])
+    return torch.stack(rots)
 
 
 def _build(config: dict[str, Any]) -> Head:
