@@ -91,6 +91,18 @@ def test_lancedb_round_trip(emoji: EmojiSearch, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["db"]
 
 
+def test_export_of_a_database_store(emoji: EmojiSearch, tmp_path: Path) -> None:
+    """An index whose vectors live only in LanceDB exports the same ids and vectors as the local one."""
+    pytest.importorskip("lancedb")
+    index_dir, out = tmp_path / "index", tmp_path / "items.parquet"
+    run_cli(["index", "--model", str(emoji.model_dir), "--data", str(emoji.manifest), "--out", str(index_dir),
+             "--cache", str(emoji.cache_root), "--store", "lancedb"])
+    run_cli(["export", "--index", str(index_dir), "--to", "parquet", "--out", str(out)])
+    ids, vectors = _index_arrays(emoji.index_dir)
+    got_ids, got = _table_arrays(pq.read_table(out))
+    assert got_ids == ids and np.array_equal(got, vectors)
+
+
 def test_export_of_a_moved_dataset(emoji: EmojiSearch, tmp_path: Path) -> None:
     row = _index_copy(emoji, tmp_path / "data", tmp_path / "index")
     shutil.move(tmp_path / "data", tmp_path / "moved")

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -55,16 +54,15 @@ def export_table(index: Index, progress: Callable[[str, int, int], None] | None 
     batches = []
     for start in range(0, len(live), _CHUNK):
         cols: dict[str, list[Any]] = {name: [] for name in schema.names if name != "embedding"}
-        vectors = np.empty((min(_CHUNK, len(live) - start), index.dim), np.float32)
-        for j, pos in enumerate(live[start:start + _CHUNK]):
-            entry_id = catalog.entry_ids[pos]
+        chunk = [catalog.entry_ids[pos] for pos in live[start:start + _CHUNK]]
+        vectors = index.vectors(chunk)  # the store's own copy, whatever the store
+        for entry_id in chunk:
             hit = index.item(entry_id)
             group = hit.meta.get("group")
             for name, value in (("id", hit.id), ("modality", hit.modality), ("kind", hit.kind),
                                 ("group", None if group is None else str(group)), ("text", hit.text),
                                 ("source", hit.path), ("rows", hit.rows)):
                 cols[name].append(value)
-            vectors[j] = index.vector(entry_id)  # the store's own copy, whatever the store
         flat = pa.array(vectors.reshape(-1), pa.float32())
         arrays = [pa.array(cols[name], schema.field(name).type) for name in schema.names if name != "embedding"]
         arrays.append(pa.FixedSizeListArray.from_arrays(flat, index.dim))

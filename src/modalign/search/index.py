@@ -398,6 +398,17 @@ class Index:
             return backend.fetch(np.asarray([pos], np.int64))[0]
         return self._vectors[pos].copy()
 
+    def vectors(self, entry_ids: Sequence[str]) -> np.ndarray:
+        """The stored vectors of ``entry_ids`` as one (n, dim) float32 array: one fetch per modality, not per item."""
+        pos = np.fromiter((self.position(i) for i in entry_ids), np.int64, count=len(entry_ids))
+        out = np.empty((len(pos), self.dim), np.float32)
+        modality = np.asarray([self.catalog.modality[p] for p in pos], dtype=object)
+        for m in dict.fromkeys(modality.tolist()):
+            sel = np.flatnonzero(modality == m)
+            backend = self.corpora[m].backend
+            out[sel] = backend.fetch(pos[sel]) if isinstance(backend, ExternalCorpus) else self._vectors[pos[sel]]
+        return out
+
     def _hit(self, pos: int, score: float, cosine: float) -> Hit:
         cat = self.catalog
         return Hit(id=cat.entry_ids[pos], modality=cat.modality[pos], kind=cat.kind[pos], score=score, cosine=cosine,
