@@ -1,9 +1,9 @@
-"""``hf:PATH``: a local Hugging Face transformers folder (``AutoModel``), text or vision.
+"""``hf:PATH``: a local Hugging Face transformers folder (``AutoModel``): text, vision or audio.
 
-The kind is read from the folder: a vision config (``image_size`` and ``num_channels``, no
-vocabulary) or an image preprocessor config makes an image encoder, anything with a tokenizer a
-text encoder. ``kind=...`` overrides the guess. Audio folders are refused with a clear message
-(use ``py:`` or a plugin for them).
+The kind is read from the folder: a feature extractor with a ``sampling_rate`` makes an audio
+encoder, a vision config (``image_size`` and ``num_channels``, no vocabulary) or an image
+preprocessor config an image encoder, anything with a tokenizer a text encoder. ``kind=...``
+overrides the guess.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from typing import Any
 
 from modalign.encoders.base import Encoder
 from modalign.encoders.errors import EncoderLoadError, check_options
+from modalign.encoders.hf_audio import HFAudioEncoder
 from modalign.encoders.hf_image import HFImageEncoder
 from modalign.encoders.hf_text import HFTextEncoder
 
-CLASSES: dict[str, type[Encoder]] = {"text": HFTextEncoder, "image": HFImageEncoder}
+CLASSES: dict[str, type[Encoder]] = {"text": HFTextEncoder, "image": HFImageEncoder, "audio": HFAudioEncoder}
 
 def guess_kind(folder: Path) -> str:
     try:
@@ -51,6 +52,6 @@ def hf_encoder(path: str, kind: str | None = None, **options: Any) -> Encoder:
         cls = CLASSES[kind]
         check_options(f"hf:{path}", cls, options, reserved=("path",))
         return cls(folder, **options)
-    raise EncoderLoadError(f"hf:{path}: {kind} models are not supported by hf: (text and image are); "
+    raise EncoderLoadError(f"hf:{path}: {kind} models are not supported by hf: (text, image and audio are); "
                            "wrap it with py:module:factory or a plugin")
 
