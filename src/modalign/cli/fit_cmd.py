@@ -55,7 +55,8 @@ def fit_command(
     head: str = typer.Option("linear", "--head", help="head for trained methods: linear | mlp | moe"),
     head_option: list[str] = typer.Option(None, "--head-option", help="KEY=VALUE head hyper-parameter (repeat)"),
     dim: int = typer.Option(256, "--dim", help="shared embedding dimension"),
-    layers: str = typer.Option("last", "--layers", help="last | auto | MODALITY=LAYER,..."),
+    layers: str = typer.Option("last", "--layers", help="last | auto | MODALITY=LAYER,...; LAYER1+LAYER2: one "
+                                "layer per part of an A+B encoder (or several of one encoder), concatenated"),
     structure: float = typer.Option(0.0, "--structure", help="STRUCTURE regularizer weight λ (0 = off)"),
     structure_levels: int = typer.Option(1, "--structure-levels", help="STRUCTURE levels L"),
     intra: float = typer.Option(0.0, "--intra", help="intra-modal neighbourhood term weight (0 = off)"),
