@@ -22,7 +22,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +47,35 @@ from modalign.features import FeatureCache, item_key
 
 log = logging.getLogger("bench.alignment")
 
-#: dataset → (recipe, recipe options, groups kept (None = all)); prepared under --data-dir when missing
-DATASETS: dict[str, tuple[str, dict[str, Any], int | None]] = {
-    "emoji": ("emoji", {"include_variants": False}, None),  # 1,849 concepts × up to 4 styles, base emoji
-    "icons": ("icons", {}, 2000),  # 2,000 of the 11,120 icon concepts (MDI/Tabler/Lucide)
+IMAGE_TEXT = {"image": "effnet-lite0", "text": "minilm"}  # effnet-lite0: fastest image encoder, aligns best on emoji
+AUDIO_TEXT = {"audio": "whisper-base", "text": "minilm"}
+
+
+@dataclass(frozen=True)
+class BenchData:
+    """A built-in dataset as benchmarked: how it is prepared, how much of it is kept, which pair is aligned."""
+
+    recipe: str
+    encoders: dict[str, str]  # the two aligned modalities, in order → encoder
+    options: dict[str, Any] = field(default_factory=dict)  # recipe options
+    limit: int | None = None  # concepts prepared (the recipe's --limit): encoding all of it is too slow here
+    groups: int | None = None  # concepts kept of those prepared (None = all)
+
+
+#: every built-in dataset with two or more modalities; "all" pairs is capped at MAX_PAIRS
+DATASETS: dict[str, BenchData] = {
+    "emoji": BenchData("emoji", IMAGE_TEXT, {"include_variants": False}),  # 1,849 concepts × 4 styles, base emoji
+    "icons": BenchData("icons", IMAGE_TEXT, groups=2000),  # 2,000 of the 11,120 icon concepts
+    # the 1,500 most frequent of the 6,412 kanji ↔ English meanings, one image each (a subset: the images
+    # encode at ~1 img/s on the shared 2-core machine)
+    "kanji": BenchData("kanji", IMAGE_TEXT, limit=1500),
+    "speech": BenchData("speech", AUDIO_TEXT, limit=300),  # 300 concepts × 6 voices/speeds (whisper is slow)
+    "instruments": BenchData("instruments", AUDIO_TEXT),  # 128 GM instruments × 10 clips
+    # English (WEB) ↔ Spanish (RV1909), the first 1,500 verses (e5 encodes ~1 verse/s on the shared machine)
+    "bible-en-es": BenchData("bible-en-es", {"text": "e5", "text_es": "e5"}, limit=1500),
+    # a non-English text column, so it is not the emoji run again; 600 concepts × 4 styles
+    "emoji-multilingual": BenchData("emoji-multilingual", {"image": "effnet-lite0", "text_de": "e5"},
+                                    {"include_variants": False, "languages": ("de",)}, limit=600),
 }
 
 
@@ -58,9 +83,12 @@ def builtin_manifest(name: str, data_dir: Path) -> Path:
     """The manifest of a built-in benchmark dataset, prepared (incrementally) by its recipe when needed."""
     from modalign.data.recipes import DATASETS as RECIPES
 
-    recipe, options, _ = DATASETS[name]
-    return RECIPES.create(recipe, **options).prepare(data_dir / name).manifest
-ENCODERS = {"image": "effnet-lite0", "text": "minilm"}  # effnet-lite0: fastest image encoder, aligns best on emoji
+    spec = DATASETS[name]
+    return RECIPES.create(spec.recipe, **spec.options).prepare(data_dir / name, limit=spec.limit).manifest
+
+
+#: what a run benchmarks per dataset name: (manifest, concepts kept or None, modality → encoder)
+Selected = tuple[str | Path, int | None, dict[str, str]]
 
 #: benchmark name → fit_arrays arguments. "+structure" and "+layer-auto" add to InfoNCE-linear, cumulatively.
 METHODS: dict[str, dict[str, Any]] = {
@@ -119,16 +147,17 @@ def _unique_items(ds: PairedDataset, m: str, mask: np.ndarray) -> tuple[np.ndarr
 
 
 def prepare(name: str, manifest: str | Path, max_groups: int | None, cache: FeatureCache,
-            test_fraction: float = 0.2, split_seed: int = 0) -> Prepared:
+            test_fraction: float = 0.2, split_seed: int = 0, encoders: dict[str, str] | None = None) -> Prepared:
+    encoders = encoders or IMAGE_TEXT
     t0 = time.perf_counter()
     ds = keep_groups(PairedDataset.from_manifest(manifest), max_groups)
-    modalities = list(ENCODERS)
+    modalities = list(encoders)
     feats: dict[str, dict[str, np.ndarray]] = {}
     present: dict[str, np.ndarray] = {}
     default_layers: dict[str, str] = {}
     encoded = 0
     for m in modalities:
-        enc = get_encoder(ENCODERS[m])
+        enc = get_encoder(encoders[m])
         default_layers[m] = enc.default_layer
         before = _encoded_count(cache, enc)
         feats[m], present[m], _ = encode_column(ds, m, enc, cache, None)  # every layer, once
@@ -147,7 +176,7 @@ def prepare(name: str, manifest: str | Path, max_groups: int | None, cache: Feat
             "train_rows": len(train_idx), "test_rows": int(test_ok.sum()),
             "test_groups": len(set(test["groups"])),
             "test_items": {m: len(next(iter(test[m]["features"].values()))) for m in modalities},
-            "encoders": dict(ENCODERS), "encoded_now": encoded, "load_s": time.perf_counter() - t0}
+            "encoders": dict(encoders), "encoded_now": encoded, "load_s": time.perf_counter() - t0}
     return Prepared(name, modalities, default_layers,
                     {m: {layer: x[train_idx] for layer, x in feats[m].items()} for m in modalities},
                     {m: present[m][train_idx] for m in modalities}, [ds.groups[i] for i in train_idx], test, info)
@@ -196,7 +225,7 @@ def fit_one(prep: Prepared, spec: dict[str, Any], rows: np.ndarray, seed: int,
     return fitted.heads, fitted.info, fitted.chosen, time.perf_counter() - t0
 
 
-def run(datasets: dict[str, tuple[str | Path, int | None]], methods: Sequence[str], sizes: Sequence[int | str],
+def run(datasets: dict[str, Selected], methods: Sequence[str], sizes: Sequence[int | str],
         seeds: Sequence[int], cache: FeatureCache, settings: TrainerSettings, cap: int = MAX_PAIRS,
         progress: bool = False, checkpoint: Path | None = None) -> dict[str, Any]:
     rows_out: list[dict[str, Any]] = []
@@ -204,12 +233,12 @@ def run(datasets: dict[str, tuple[str | Path, int | None]], methods: Sequence[st
     t_start = time.perf_counter()
     def partial() -> dict[str, Any]:
         return {"config": {"methods": list(methods), "sizes": list(sizes), "seeds": list(seeds), "max_pairs": cap,
-                           "settings": vars(settings), "encoders": ENCODERS,
+                           "settings": vars(settings),
                            "method_specs": {m: METHODS[m] for m in methods}},
                 "datasets": infos, "runs": rows_out, "wall_s": time.perf_counter() - t_start}
 
-    for name, (manifest, max_groups) in datasets.items():
-        prep = prepare(name, manifest, max_groups, cache)
+    for name, (manifest, max_groups, encoders) in datasets.items():
+        prep = prepare(name, manifest, max_groups, cache, encoders=encoders)
         infos[name] = prep.info
         n_pool = len(prep.train_groups)
         t_fit = time.perf_counter()
@@ -299,14 +328,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-q", "--quiet", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    datasets: dict[str, tuple[str | Path, int | None]] = {}
+    datasets: dict[str, Selected] = {}
     overrides = dict(d.split("=", 1) for d in args.data)
-    for name in args.datasets.split(","):
+    for name in [] if args.merge else args.datasets.split(","):  # a merge fits (and prepares) nothing
         if name in overrides:
             path, _, groups = overrides[name].partition(":")
-            datasets[name] = (path, int(groups) if groups else None)
+            encoders = DATASETS[name].encoders if name in DATASETS else IMAGE_TEXT
+            datasets[name] = (path, int(groups) if groups else None, encoders)
         elif name in DATASETS:
-            datasets[name] = (builtin_manifest(name, args.data_dir), DATASETS[name][2])
+            datasets[name] = (builtin_manifest(name, args.data_dir), DATASETS[name].groups, DATASETS[name].encoders)
         else:
             p.error(f"unknown dataset {name!r}: pass --data {name}=MANIFEST")
     methods = args.methods.split(",")

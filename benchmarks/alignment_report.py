@@ -88,7 +88,8 @@ def auto_summary(summary: dict[str, Any]) -> dict[str, Any]:
                 continue
             oracle = max(singles, key=lambda m: singles[m]["mean"]["mean"])
             auto_r1 = cell["mean"]["mean"]
-            entry: dict[str, Any] = {"n_pairs": cell["n_pairs"], "R@1": auto_r1, "picked": cell.get("picked"),
+            entry: dict[str, Any] = {"n_pairs": cell["n_pairs"], "seeds": cell["seeds"], "R@1": auto_r1,
+                                     "picked": cell.get("picked"),
                                      "oracle": oracle, "oracle_R@1": singles[oracle]["mean"]["mean"],
                                      "x_oracle": _ratio(auto_r1, singles[oracle]["mean"]["mean"])}
             entry["meets_oracle_target"] = entry["x_oracle"] >= AUTO_TARGETS["oracle"]
@@ -163,15 +164,15 @@ def markdown_report(result: dict[str, Any]) -> str:
     if result.get("auto"):
         lines.append("### auto (the default) against the oracle and Procrustes (mean of both directions)")
         lines.append("")
-        lines.append("| dataset | pairs | auto R@1 | oracle (best single by test score) | × oracle | × Procrustes "
-                     "| auto picked |")
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("| dataset | pairs | seeds | auto R@1 | oracle (best single by test score) | × oracle "
+                     "| × Procrustes | auto picked |")
+        lines.append("|---|---|---|---|---|---|---|---|")
         for ds, by_size in result["auto"].items():
             for size, e in by_size.items():
                 mark = "✓" if e["meets_oracle_target"] else "✗"
                 xp = e.get("x_procrustes")
                 pmark = {True: " ✓", False: " ✗", None: ""}[e.get("meets_procrustes_target")]
-                lines.append(f"| {ds} | {size} ({e['n_pairs']}) | {e['R@1']:.3f} | {e['oracle']} "
+                lines.append(f"| {ds} | {size} ({e['n_pairs']}) | {e.get('seeds', '–')} | {e['R@1']:.3f} | {e['oracle']} "
                              f"{e['oracle_R@1']:.3f} | {e['x_oracle']:.2f} {mark} | "
                              + (f"{xp:.2f}{pmark}" if xp is not None else "–")
                              + f" | {', '.join(e.get('picked') or [])} |")

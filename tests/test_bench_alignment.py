@@ -112,7 +112,7 @@ def test_heldout_scores_equal_modalign_evaluate(quick) -> None:
     ours = alignment.heldout_r1(prep, heads, chosen)
     ds = PairedDataset.from_manifest(manifest)
     _, test = ds.split(0.2, seed=0)
-    model = AlignedModel(branches={m: Branch(m, ds.kind(m), alignment.ENCODERS[m], {}, chosen[m], heads[m])
+    model = AlignedModel(branches={m: Branch(m, ds.kind(m), alignment.IMAGE_TEXT[m], {}, chosen[m], heads[m])
                                    for m in ("image", "text")}, dim=256)
     theirs = evaluate(model, test, cache)["directions"]
     for d in ("image->text", "text->image"):
