@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import io
 import os
@@ -34,6 +35,13 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(index_dir: Path, *extra: str) -> Iterator[str]:
     """``modalign serve`` in a subprocess; yields its base URL once /health answers."""
+    with serve_process(index_dir, *extra) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serve_process(index_dir: Path, *extra: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``serve`` that also yields the server process (to read its memory from /proc)."""
     port = free_port()
     exe = Path(sys.executable).parent / "modalign"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -51,7 +59,7 @@ def serve(index_dir: Path, *extra: str) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start in 300 s")
             time.sleep(0.2)
-        yield url
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -306,6 +314,43 @@ def test_timed_out_search_stops_its_work(emoji: EmojiSearch, monkeypatch: pytest
 def test_thin_image_encode_under_the_real_encoder_is_a_400(client) -> None:
     r = client.post("/search", files={"file": ("tall.png", _png((3, 9_000)), "image/png")})
     assert r.status_code == 400 and "3x9000" in r.json()["detail"], r.text
+
+
+def _proc_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def test_server_memory_per_request_is_bounded(emoji: EmojiSearch) -> None:
+    """Eight uploads of a 49-megapixel PNG at once (147 MB decoded each; 160 KB on the wire) raise the
+    server's peak RSS by the decode budget (two images at full size), not by eight; thin images by ~0."""
+    from modalign.encoders.image_io import DECODE_BUDGET_PIXELS
+
+    big = _png((7000, 7000))
+    with serve_process(emoji.index_dir, "--timeout", "300") as (url, proc), \
+        httpx.Client(base_url=url, timeout=300) as c:
+        assert c.post("/search", files={"file": ("q.png", _png(), "image/png")}).status_code == 200
+        base = _proc_kib(proc.pid, "VmHWM")
+        for size in ((1, 20_000), (1, 100_000)):
+            r = c.post("/search", files={"file": ("thin.png", _png(size), "image/png")})
+            assert r.status_code == 400, r.text
+        thin = _proc_kib(proc.pid, "VmHWM") - base
+
+        def upload(_: int) -> int:
+            return c.post("/search", files={"file": ("big.png", big, "image/png")}).status_code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(upload, range(8)))
+        grew = _proc_kib(proc.pid, "VmHWM") - base
+    assert codes == [200] * 8
+    assert thin < 50 * 1024, thin
+    one_decoded_kib = 7000 * 7000 * 3 // 1024
+    budget_kib = DECODE_BUDGET_PIXELS * 3 // 1024
+    # the budget plus allocator slack (measured: +374 MB here); unbounded it was +1.7 GB
+    assert grew < budget_kib + 2 * one_decoded_kib, (grew, budget_kib)
+    assert grew < 8 * one_decoded_kib * 0.6
 
 
 def test_audio_items_are_served_by_content(tmp_path: Path) -> None:

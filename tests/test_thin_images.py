@@ -78,3 +78,39 @@ def test_ordinary_and_panoramic_images_still_load(tmp_path: Path, size: tuple[in
     path = _thin(tmp_path / "ok.png", *size)
     out = load_batch([path], size=224)
     assert out.shape == (1, 3, 224, 224) and np.isfinite(out).all()
+
+
+def test_concurrent_decodes_share_one_pixel_budget(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Threads decoding large images at once never hold more than the budget's pixels decoded together."""
+    import threading
+
+    from modalign.encoders import image_io
+
+    path = tmp_path / "big.png"
+    Image.new("RGB", (1500, 1000), "teal").save(path)
+    budget = image_io._PixelBudget(2 * 1500 * 1000)
+    monkeypatch.setattr(image_io, "_DECODE_BUDGET", budget)
+    peak = [0]
+    acquire = budget.acquire
+
+    def watched(pixels: int) -> int:
+        taken = acquire(pixels)
+        peak[0] = max(peak[0], budget.in_use)
+        return taken
+
+    monkeypatch.setattr(budget, "acquire", watched)
+    # each decode waits inside its turn for a partner: two overlap by construction, and a third could
+    # only join if the budget let it in
+    pair = threading.Barrier(2)
+    to_rgb = image_io.to_rgb
+    monkeypatch.setattr(image_io, "to_rgb", lambda img: (pair.wait(timeout=30), to_rgb(img))[1])
+    threads = [threading.Thread(target=load_batch, args=([path, path.read_bytes()],)) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 2 * 1500 * 1000  # two at a time, never three
+    assert budget.in_use == 0  # every decode gave its pixels back
+    with pytest.raises(ItemError):
+        load_batch([b"not an image"])
+    assert budget.in_use == 0  # a failed decode too

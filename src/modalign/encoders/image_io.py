@@ -6,9 +6,11 @@ bad file in a manifest is reported instead of surfacing as a raw Pillow tracebac
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ MAX_PIXELS = 50_000_000
 MAX_ASPECT = 100
 #: refuse a resize (short side to the model's size, before the centre crop) to more pixels than this
 MAX_RESIZED_PIXELS = 32_000_000
+
+#: pixels all threads of a process may hold decoded at once. A server handling 8 uploads of 49 MP PNGs
+#: at a time peaked at 2.2 GB; with this budget, two at most decode together and the rest wait their turn.
+DECODE_BUDGET_PIXELS = 2 * MAX_PIXELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,6 +57,32 @@ def _check_size(item: object, size: tuple[int, int]) -> None:
         ratio = max(width, height) / min(width, height)
         raise ItemError(item, f"image is {width}x{height} pixels: its aspect ratio {ratio:.0f}:1 is above the "
                               f"limit of {MAX_ASPECT}:1")
+
+
+class _PixelBudget:
+    """A counting semaphore in pixels: large decodes take turns; waiting stays cancellable by deadline."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._cond = threading.Condition()
+
+    def acquire(self, pixels: int) -> int:
+        pixels = min(pixels, self.capacity)  # one image alone always fits (sizes above the cap are refused)
+        with self._cond:
+            while self.in_use + pixels > self.capacity:
+                self._cond.wait(timeout=0.05)
+                check_deadline()  # a request past its timeout gives up its place in the queue
+            self.in_use += pixels
+        return pixels
+
+    def release(self, pixels: int) -> None:
+        with self._cond:
+            self.in_use -= pixels
+            self._cond.notify_all()
+
+
+_DECODE_BUDGET = _PixelBudget(DECODE_BUDGET_PIXELS)
 
 
 def _high_depth_to_8bit(img: Image.Image) -> Image.Image:
@@ -84,13 +116,23 @@ def open_image(item: Any, draft_size: int | None = None) -> Image.Image:
     bytes only: a PIL image handed in is already decoded, so a large JPEG passed as a PIL image gives
     slightly different pixels than the same file passed as a path (pass paths or bytes to match).
     """
+    with decoded_image(item, draft_size) as img:
+        return img
+
+
+@contextlib.contextmanager
+def decoded_image(item: Any, draft_size: int | None = None) -> Iterator[Image.Image]:
+    """``open_image`` that holds the item's share of the process's pixel budget until the block ends,
+    so a caller that resizes inside the block never has more than the budget decoded at full size."""
     if isinstance(item, Image.Image):
         _check_size(item, item.size)
         try:
             # same orientation as when the file is read from disk (a no-op once already applied)
-            return to_rgb(ImageOps.exif_transpose(item))
+            rgb = to_rgb(ImageOps.exif_transpose(item))
         except _PIL_ERRORS as exc:
             raise ItemError(item, f"cannot convert image: {exc}") from exc
+        yield rgb
+        return
     if isinstance(item, bytes | bytearray | memoryview):
         source: Any = io.BytesIO(bytes(item))
         label: object = f"<{len(item)} bytes of image data>"
@@ -101,6 +143,16 @@ def open_image(item: Any, draft_size: int | None = None) -> Image.Image:
             raise ItemError(item, "image file is empty (0 bytes)")
     else:
         raise ItemError(item, f"image encoder got {type(item).__name__}, expected a path or a PIL image")
+    rgb, held = _decode(source, label, draft_size)
+    try:
+        yield rgb
+    finally:
+        _DECODE_BUDGET.release(held)
+
+
+def _decode(source: Any, label: object, draft_size: int | None) -> tuple[Image.Image, int]:
+    """(RGB image, pixels taken from the budget); on failure nothing stays taken."""
+    held = 0
     try:
         # Image.open only parses the header, so the size check runs before any pixel is decoded;
         # it does not depend on the process-wide Image.MAX_IMAGE_PIXELS, which we leave alone
@@ -108,16 +160,21 @@ def open_image(item: Any, draft_size: int | None = None) -> Image.Image:
             _check_size(label, img.size)
             if draft_size is not None and img.format == "JPEG":
                 img.draft("RGB", (draft_size, draft_size))
+            held = _DECODE_BUDGET.acquire(img.size[0] * img.size[1])
             img.load()
-            # phone photos store their rotation in EXIF; show them as a viewer would
-            oriented = ImageOps.exif_transpose(img)
-            return to_rgb(oriented)
-    except ItemError:
+            # phone photos store their rotation in EXIF; show them as a viewer would. In place: the
+            # default returns a full-size copy even when there is nothing to rotate
+            ImageOps.exif_transpose(img, in_place=True)
+            return to_rgb(img), held
+    except BaseException as exc:
+        _DECODE_BUDGET.release(held)
+        if isinstance(exc, ItemError):
+            raise
+        if isinstance(exc, FileNotFoundError):
+            raise ItemError(label, "image file not found") from exc
+        if isinstance(exc, _PIL_ERRORS):
+            raise ItemError(label, f"cannot read image: {type(exc).__name__}: {exc}") from exc
         raise
-    except FileNotFoundError as exc:
-        raise ItemError(label, "image file not found") from exc
-    except _PIL_ERRORS as exc:
-        raise ItemError(label, f"cannot read image: {type(exc).__name__}: {exc}") from exc
 
 
 def resize_to_square(img: Image.Image, size: int, crop: bool = True) -> Image.Image:
@@ -159,8 +216,8 @@ def load_batch(
     for i, item in enumerate(items):
         check_deadline()  # a server request past its timeout stops here instead of decoding on
         try:
-            img = open_image(item, draft_size=size)
-            out[i] = normalize(resize_to_square(img, size, crop=crop), mean, std)
+            with decoded_image(item, draft_size=size) as img:
+                out[i] = normalize(resize_to_square(img, size, crop=crop), mean, std)
         except ItemError:
             raise
         except _PIL_ERRORS as exc:

@@ -26,7 +26,6 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from modalign.cancel import Cancelled, Deadline, check_deadline, deadline_scope
-from modalign.encoders.image_io import open_image
 from modalign.search import Index, QueryError
 from modalign.search.hit import Hit
 from modalign.search.query import branch_of_kind, embed_vector, encode_batch
@@ -174,7 +173,9 @@ class SearchRunner:
                         raise Cancelled("the request gave up before its batch started")
                     found = self._known_vector(job)
                     if found is None:
-                        todo.append((i, job.req.text if job.req.text is not None else open_image(job.data)))
+                        # raw bytes: the encoder decodes each under the pixel budget and resizes it at once, so a
+                        # batch never holds its images at full size together
+                        todo.append((i, job.req.text if job.req.text is not None else job.data))
                     else:
                         vecs[i] = found
                 except Exception as exc:
