@@ -172,8 +172,8 @@ def markdown_report(result: dict[str, Any]) -> str:
                 mark = "✓" if e["meets_oracle_target"] else "✗"
                 xp = e.get("x_procrustes")
                 pmark = {True: " ✓", False: " ✗", None: ""}[e.get("meets_procrustes_target")]
-                lines.append(f"| {ds} | {size} ({e['n_pairs']}) | {e.get('seeds', '–')} | {e['R@1']:.3f} | {e['oracle']} "
-                             f"{e['oracle_R@1']:.3f} | {e['x_oracle']:.2f} {mark} | "
+                lines.append(f"| {ds} | {size} ({e['n_pairs']}) | {e.get('seeds', '–')} | {e['R@1']:.3f} | "
+                             f"{e['oracle']} {e['oracle_R@1']:.3f} | {e['x_oracle']:.2f} {mark} | "
                              + (f"{xp:.2f}{pmark}" if xp is not None else "–")
                              + f" | {', '.join(e.get('picked') or [])} |")
         lines.append("")
@@ -201,7 +201,8 @@ def plot_curves(result: dict[str, Any], path: Path) -> Path:
                 ys = [c[d]["mean"] for c in cells.values()]
                 es = [c[d]["std"] for c in cells.values()]
                 style = "--" if m in ("procrustes", "cca", "ridge") else "-"
-                ax.errorbar(xs, ys, yerr=es, label=m, linestyle=style, marker="o", markersize=3, capsize=2)
+                bold = {"color": "black", "linewidth": 2.2, "zorder": 3} if m == AUTO else {}  # the default
+                ax.errorbar(xs, ys, yerr=es, label=m, linestyle=style, marker="o", markersize=3, capsize=2, **bold)
             ax.set_xscale("log")
             ticks = sorted({c["n_pairs"] for cells in methods.values() for c in cells.values()})
             ax.set_xticks(ticks, [str(t) for t in ticks])
