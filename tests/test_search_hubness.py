@@ -83,3 +83,32 @@ def test_stale_statistics_are_refused() -> None:
         check_current(stats, index)
     with pytest.raises(ValueError, match="hubness must be one of"):
         compute_stats(index, "cls", 10)
+
+
+def test_cli_index_hubness(tmp_path: Path) -> None:
+    import json
+
+    from helpers.cli import run_cli
+
+    docs, queries, src = _vectors(2)
+    rows = [{"id": f"r{i}", "vec_a": docs[s].tolist(), "vec_b": queries[i].tolist(), "group": f"g{s}"}
+            for i, s in enumerate(src)]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cache, model, out = str(tmp_path / "cache"), str(tmp_path / "model"), tmp_path / "index"
+    run_cli(["fit", "--data", str(manifest), "--modalities", "vec_a,vec_b", "--method", "procrustes", "--dim", "8",
+             "--cache", cache, "--out", model])
+    text = run_cli(["index", "--model", model, "--data", str(manifest), "--out", str(out), "--cache", cache,
+                    "--hubness", "csls"])
+    assert "hubness csls k=" in text and "seeded half" in text
+    meta = json.loads((out / "hubness.json").read_text())
+    assert meta["method"] == "csls" and meta["chosen_on"].startswith("a seeded half")
+    index = Index.open(out)
+    stats = HubnessStats.load(out)
+    assert stats is not None
+    check_current(stats, index)  # the folder's generation is the one the statistics were computed at
+    first = index.catalog.entry_ids[0]
+    ranked = hubness_rank(index, stats, index.vector(first)[None], index.catalog.modality[0], k=3)
+    assert len(ranked[0].ids) == 3
+    bad = run_cli(["index", "--data", str(manifest), "--out", str(out), "--cache", cache, "--hubness", "csl"], code=2)
+    assert "hubness must be one of" in bad and "Traceback" not in bad

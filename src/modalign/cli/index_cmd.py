@@ -33,11 +33,18 @@ def index_command(
                                      "server or cluster); new index only"),
     store_uri: str | None = typer.Option(None, "--store-uri", help="lancedb: a folder or URI; milvus: a Milvus "
                                          "Lite path ending in .db (default: inside the index folder)"),
+    hubness: str = typer.Option("none", "--hubness", help="none | csls | isoftmax: compute the per-item "
+                                "statistics of hubness-aware search (re-run after every change of the index)"),
+    hubness_k: str = typer.Option("auto", "--hubness-k", help="with --hubness csls: k, or auto (chosen by MRR on "
+                                  "a seeded half of the index's rows that pair two modalities; else 10)"),
+    hubness_beta: str = typer.Option("auto", "--hubness-beta", help="with --hubness isoftmax: β, or auto (as "
+                                     "--hubness-k; else 30)"),
 ) -> None:
     """Embed every item of every modality of MANIFEST into OUT; re-runs embed only new items."""
     from modalign.align import load
     from modalign.features import FeatureCache
     from modalign.search import Index
+    from modalign.search.hubness import compute_stats
 
     if ann is not None and ann not in ANN_CHOICES:
         raise fail(f"--ann must be one of {', '.join(ANN_CHOICES)}, got {ann!r}")
@@ -83,11 +90,26 @@ def index_command(
                 index.compact()
                 console.print("compacted")
             counts = ", ".join(f"{m}: {n}" for m, n in index.counts().items())
+            if hubness != "none":
+                stats = compute_stats(index, hubness, _hubness_value(hubness, hubness_k, hubness_beta))
+                stats.save(out)
+                console.print(f"hubness {stats.method} {'k' if stats.method == 'csls' else 'β'}={stats.value:g} "
+                              f"(chosen on {stats.chosen_on})")
     except (ModalignError, ValueError, KeyError) as exc:
         raise fail(str(exc).strip("'\"")) from None
     where = index.backend if index.vstore.kind == "local" else index.vstore.kind
     console.print(f"[green]index[/] {out}  {where}  {len(index)} items ({counts})")
     index.close()
+
+
+def _hubness_value(method: str, k: str, beta: str) -> float | str:
+    raw = k if method == "csls" else beta
+    if raw == "auto":
+        return "auto"
+    try:
+        return float(raw)
+    except ValueError:
+        raise fail(f"--hubness-{'k' if method == 'csls' else 'beta'}: expected a number or auto, got {raw!r}") from None
 
 
 def _rerank_params(out: Path, ann: str | None, rerank: int | None) -> dict[str, int]:
