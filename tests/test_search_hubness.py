@@ -112,3 +112,28 @@ def test_cli_index_hubness(tmp_path: Path) -> None:
     assert len(ranked[0].ids) == 3
     bad = run_cli(["index", "--data", str(manifest), "--out", str(out), "--cache", cache, "--hubness", "csl"], code=2)
     assert "hubness must be one of" in bad and "Traceback" not in bad
+    (out / "hubness.json").unlink()
+    missing = run_cli(["serve", "--index", str(out), "--hubness"], code=2)
+    assert "no hubness statistics" in missing and "Traceback" not in missing
+
+
+def test_use_hubness_reroutes_the_search_api(tmp_path: Path) -> None:
+    from modalign.search.hubness import use_hubness
+
+    docs, queries, _ = _vectors()
+    index = Index.from_vectors({"image": docs, "text": queries})
+    plain = index.search_embeddings(queries[:8], k=4, target_modalities=["image"], routing="raw",
+                                    query_modality="text")
+    bare_before = index.search_embeddings(queries[:8], k=4, target_modalities=["image"], routing="raw")
+    with pytest.raises(ConfigError, match="no hubness statistics"):
+        use_hubness(index, folder=tmp_path)
+    stats = use_hubness(index, compute_stats(index, "csls", 10))
+    hits = index.search_embeddings(queries[:8], k=4, query_modality="text")
+    want = hubness_rank(index, stats, queries[:8], "text", k=4)
+    ids = [[h.id for h in row] for row in hits]
+    assert ids == [[index.catalog.entry_ids[int(p)] for p in r.ids] for r in want]
+    assert all(h.modality == "image" for row in hits for h in row)
+    assert ids != [[h.id for h in row] for row in plain]
+    # a bare embedding has no query modality: plain cosine, as before
+    bare = index.search_embeddings(queries[:8], k=4, target_modalities=["image"], routing="raw")
+    assert [[h.id for h in r] for r in bare] == [[h.id for h in r] for r in bare_before]

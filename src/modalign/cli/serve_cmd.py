@@ -41,6 +41,8 @@ def serve_command(
                                   "(1 = one request at a time)"),
     batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0.0, max=1000.0, help="milliseconds a "
                                         "query waits for others to share its batch"),
+    hubness: bool = typer.Option(False, "--hubness", help="re-score text/image/audio queries by the index's "
+                                 "hubness statistics (CSLS or inverted softmax, from `modalign index --hubness`)"),
 ) -> None:
     """Serve POST /search, GET /items/{id}, /health, the OpenAPI schema (/docs) and the web page (/)."""
     import torch
@@ -60,6 +62,14 @@ def serve_command(
         app = create_app(index_dir, settings, data_root=data_root)
     except (ModalignError, ValueError) as exc:
         raise fail(str(exc)) from None
+    if hubness:
+        from modalign.search.hubness import use_hubness
+
+        try:
+            stats = use_hubness(app.state.index, folder=index_dir)
+        except ModalignError as exc:
+            raise fail(str(exc)) from None
+        console.print(f"hubness {stats.method} {'k' if stats.method == 'csls' else 'β'}={stats.value:g}")
     if not _is_loopback(host):
         err_console.print(f"[yellow]warning:[/] listening on {host}: the API has no authentication; anyone who "
                           "can reach this address can search the index and fetch its items")

@@ -216,3 +216,32 @@ def hubness_rank(index: Any, stats: HubnessStats, queries: np.ndarray, query_mod
         out.append(Ranked(ids, [r.modalities[i] for i in order], score[order].astype(np.float32),
                           np.asarray(r.cosines)[order]))
     return out
+
+
+def use_hubness(index: Any, stats: HubnessStats | None = None, folder: str | Path | None = None) -> HubnessStats:
+    """Make ``index.search`` / ``search_embeddings`` re-score by hubness (``stats``, else the sidecar of
+    ``folder``, else of the index's own folder) for queries of a known modality; bare embeddings and
+    same-modality targets keep plain cosine. Returns the statistics in use. The wrapper is set on this
+    index object only (the serving path calls ``search_embeddings``), so no store needs to know about it."""
+    if stats is None:
+        where = folder if folder is not None else getattr(getattr(index, "_store", None), "folder", None)
+        stats = HubnessStats.load(where) if where is not None else None
+        if stats is None:
+            raise ConfigError(f"{where or 'this index'}: no hubness statistics; run `modalign index --hubness csls` "
+                              "(or isoftmax) first")
+    check_current(stats, index)
+    plain = index.search_embeddings
+
+    def search_embeddings(queries: np.ndarray, k: int = 10, target_modalities: Sequence[str] | None = None,
+                          routing: str = "calibrated", adaptive: float | None = None,
+                          query_modality: str | None = None) -> list[Any]:
+        targets = [m for m in (target_modalities or index.modalities) if m != query_modality]
+        if query_modality is None or not targets or any((query_modality, m) not in stats.penalty for m in targets):
+            return plain(queries, k, target_modalities, routing, adaptive, query_modality)
+        ranked = hubness_rank(index, stats, queries, query_modality, k, targets)
+        return [[index._hit(int(p), float(s), float(c)) for p, s, c in zip(r.ids, r.scores, r.cosines, strict=True)]
+                for r in ranked]
+
+    index.search_embeddings = search_embeddings
+    index.hubness = stats
+    return stats
