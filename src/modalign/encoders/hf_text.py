@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from modalign.encoders.base import Encoder
-from modalign.encoders.text_batch import hidden_states
+from modalign.encoders.onnx_runtime import check_runtime
+from modalign.encoders.text_batch import TextGraph, hidden_states
 from modalign.encoders.weights import weight_files
 
 POOLINGS = ("mean", "cls")
@@ -20,6 +21,7 @@ class HFTextEncoder(Encoder):
 
     ``pooling="mean"`` (default) averages real tokens, as sentence encoders are trained; ``"cls"``
     takes token 0, for models trained with a classification token. ``max_length`` truncates.
+    ``runtime``: torch, onnx or onnx-int8, as for ``minilm`` (the export is keyed by this folder's weights).
     """
 
     name = "hf-text"
@@ -27,7 +29,7 @@ class HFTextEncoder(Encoder):
     version = "1"
     batch_size = 64
 
-    def __init__(self, path: Path, pooling: str = "mean", max_length: int = 512) -> None:
+    def __init__(self, path: Path, pooling: str = "mean", max_length: int = 512, runtime: str = "torch") -> None:
         if pooling not in POOLINGS:
             raise ValueError(f"hf: text pooling must be one of {POOLINGS}, got {pooling!r}")
         import torch
@@ -36,6 +38,7 @@ class HFTextEncoder(Encoder):
 
         hf_logging.disable_progress_bar()  # the library never prints
         self.path = Path(path)
+        self.runtime = check_runtime(f"hf:{path}", runtime)
         self.pooling = pooling
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
         self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
@@ -43,6 +46,8 @@ class HFTextEncoder(Encoder):
         self._torch = torch
         n_hidden = int(self._model.config.num_hidden_layers)
         self._layers = ("emb", *(f"layer{i}" for i in range(1, n_hidden + 1)))
+        self._graph = None if self.runtime == "torch" else \
+            TextGraph(self.name, weight_files(self.path), self._tokenizer, self._model, self.runtime)
 
     @property
     def dim(self) -> int:
@@ -53,12 +58,21 @@ class HFTextEncoder(Encoder):
         return self._layers
 
     def config(self) -> dict[str, Any]:
-        return {"pooling": self.pooling, "max_length": self.max_length}
+        return {"pooling": self.pooling, "max_length": self.max_length, "runtime": self.runtime}
+
+    def feature_config(self) -> dict[str, Any]:
+        # torch features keep the id they had before runtimes existed, so existing caches stay valid
+        return {k: v for k, v in self.config().items() if k != "runtime" or v != "torch"}
 
     def weight_files(self) -> Sequence[Path]:
         return weight_files(self.path)
 
     def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._graph is not None:
+            index = {layer: self._layers.index(layer) for layer in layers}
+            arrays, np_mask, np_denom = self._graph.hidden_states(items, self.max_length, list(index.values()))
+            return {layer: (arrays[i][:, 0] if self.pooling == "cls" else (arrays[i] * np_mask).sum(1) / np_denom)
+                    .astype(np.float32) for layer, i in index.items()}
         states, mask, denom = hidden_states(self._tokenizer, self._model, items, self.max_length)
         result = {}
         for layer in layers:

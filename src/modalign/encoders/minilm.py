@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from modalign.encoders.base import Encoder
+from modalign.encoders.onnx_runtime import check_runtime
 from modalign.encoders.registry import ENCODERS
-from modalign.encoders.text_batch import hidden_states
+from modalign.encoders.text_batch import TextGraph, hidden_states
+from modalign.encoders.weights import weight_files
 
 
 @ENCODERS.register("minilm")
@@ -19,6 +21,9 @@ class MiniLMEncoder(Encoder):
 
     The final layer mean-pooled (without the sentence-transformers normalisation) is the model's
     sentence embedding; earlier layers are exposed for layer selection.
+
+    ``runtime``: ``torch``, ``onnx`` (the exported graph in onnxruntime) or ``onnx-int8`` (its MatMuls
+    dynamically quantized); see ``modalign.encoders.onnx_runtime``.
     """
 
     name = "minilm"
@@ -27,7 +32,8 @@ class MiniLMEncoder(Encoder):
     batch_size = 64
     max_length = 128
 
-    def __init__(self) -> None:
+    def __init__(self, runtime: str = "torch") -> None:
+        self.runtime = check_runtime(self.name, runtime)
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         try:
@@ -46,6 +52,15 @@ class MiniLMEncoder(Encoder):
         self._torch = torch
         n_hidden = self._model.config.num_hidden_layers
         self._layers = ("emb", *tuple(f"layer{i}" for i in range(1, n_hidden + 1)))
+        self._graph = None if self.runtime == "torch" else \
+            TextGraph(self.name, weight_files(path), self._tokenizer, self._model, self.runtime)
+
+    def config(self) -> dict[str, Any]:
+        return {"runtime": self.runtime}
+
+    def feature_config(self) -> dict[str, Any]:
+        # torch features keep the id they had before runtimes existed, so existing caches stay valid
+        return {} if self.runtime == "torch" else self.config()
 
     @property
     def dim(self) -> int:
@@ -56,6 +71,10 @@ class MiniLMEncoder(Encoder):
         return self._layers
 
     def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._graph is not None:
+            index = {layer: self._layers.index(layer) for layer in layers}
+            arrays, np_mask, np_denom = self._graph.hidden_states(items, self.max_length, list(index.values()))
+            return {layer: ((arrays[i] * np_mask).sum(1) / np_denom).astype(np.float32) for layer, i in index.items()}
         states, mask, denom = hidden_states(self._tokenizer, self._model, items, self.max_length)
         result = {}
         for layer in layers:
