@@ -9,61 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage
-from PIL import Image, ImageOps
 from typer.testing import CliRunner
 
 from helpers.cli import run_cli
+from helpers.photos import SAMPLES, VIEWS, write_photo_manifest
 from modalign.cli import app
-
-SAMPLES = {
-    "astronaut.png": "an astronaut in a white space suit with the american flag",
-    "brick.png": "a grey brick wall texture",
-    "camera.png": "a black and white photo of a cameraman with a tripod",
-    "chelsea.png": "a ginger tabby cat looking to the side",
-    "coffee.png": "a cup of coffee on a saucer with a spoon",
-    "coins.png": "many old coins on a dark background",
-    "horse.png": "a black silhouette of a horse",
-    "hubble_deep_field.jpg": "galaxies in the deep field of space",
-    "moon.png": "the surface of the moon with craters",
-    "page.png": "a page of printed text scanned in grey",
-    "rocket.jpg": "a rocket launching into the sky",
-    "retina.jpg": "a medical photo of a human retina",
-    "grass.png": "a close-up texture of green grass",
-    "gravel.png": "a texture of small stones and gravel",
-    "logo.png": "a colourful software logo",
-    "motorcycle_left.png": "a motorcycle parked in a room",
-    "ihc.png": "a stained tissue sample under a microscope",
-    "cell.png": "a microscope image of a biological cell",
-    "color.png": "a chart of colour bands",
-    "chessboard_RGB.png": "a black and white chessboard pattern",
-}
-VIEWS = 4  # each photo appears as several crops/flips, like several photos of one concept
-
-
-def _views(img: Image.Image) -> list[Image.Image]:
-    w, h = img.size
-    return [img, ImageOps.mirror(img), img.crop((w // 8, h // 8, w - w // 8, h - h // 8)),
-            img.crop((0, 0, w * 3 // 4, h * 3 // 4))][:VIEWS]
 
 
 @pytest.fixture(scope="module")
 def photo_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("photos")
-    data_dir = Path(skimage.__file__).parent / "data"
-    rows = []
-    for name, text in SAMPLES.items():
-        img = Image.open(data_dir / name).convert("RGB")
-        img.thumbnail((256, 256))
-        stem = Path(name).stem
-        for v, view in enumerate(_views(img)):
-            rel = f"img/{stem}_{v}.jpg"
-            (root / rel).parent.mkdir(exist_ok=True)
-            view.save(root / rel, quality=90)
-            rows.append({"id": f"{stem}-{v}", "image": rel, "text": text, "group": stem})
-    manifest = root / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return manifest
+    return write_photo_manifest(tmp_path_factory.mktemp("photos"))
 
 
 @pytest.mark.parametrize("method", ["infonce", "procrustes"])

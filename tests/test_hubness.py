@@ -7,13 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage
-from PIL import Image
 
 from helpers.cli import run_cli
+from helpers.photos import write_photo_manifest
 from modalign.evaluation.hubness import Hubness, choose_parameter, csls, inverted_softmax, knn_mean
 from modalign.evaluation.retrieval import first_positive_ranks, metrics_from_ranks
-from test_cli_e2e import SAMPLES, _views
 
 
 def _brute_csls(sim: np.ndarray, k: int) -> np.ndarray:
@@ -155,22 +153,7 @@ def test_bad_parameters_are_errors() -> None:
 
 @pytest.fixture(scope="module")
 def photo_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The photo manifest of test_cli_e2e: scikit-image samples, four views each, one caption per photo."""
-    root = tmp_path_factory.mktemp("hub-photos")
-    data_dir = Path(skimage.__file__).parent / "data"
-    rows = []
-    for name, text in SAMPLES.items():
-        img = Image.open(data_dir / name).convert("RGB")
-        img.thumbnail((256, 256))
-        stem = Path(name).stem
-        for v, view in enumerate(_views(img)):
-            rel = f"img/{stem}_{v}.jpg"
-            (root / rel).parent.mkdir(exist_ok=True)
-            view.save(root / rel, quality=90)
-            rows.append({"id": f"{stem}-{v}", "image": rel, "text": text, "group": stem})
-    manifest = root / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return manifest
+    return write_photo_manifest(tmp_path_factory.mktemp("hub-photos"))
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from helpers.cli import run_cli
+from helpers.photos import SAMPLES, write_photo_manifest
 
 PHOTOS = {  # file: (caption, category)
     "astronaut.png": ("an astronaut in a white space suit with the american flag", "space"),
@@ -44,29 +45,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 def build_photo_manifest(root: Path) -> Path:
     """Idempotent: every module of a session reuses the same folder (and so the same cached features)."""
-    import skimage
-    from PIL import Image, ImageOps
-
-    manifest = root / "manifest.jsonl"
-    if manifest.exists():
-        return manifest
-    data_dir = Path(skimage.__file__).parent / "data"
-    rows = []
-    (root / "img").mkdir(parents=True, exist_ok=True)
-    for name, (text, label) in PHOTOS.items():
-        img = Image.open(data_dir / name).convert("RGB")
-        img.thumbnail((224, 224))
-        w, h = img.size
-        views = [img, ImageOps.mirror(img), img.crop((w // 8, h // 8, w - w // 8, h - h // 8))][:VIEWS]
-        for v, view in enumerate(views):
-            rel = f"img/{Path(name).stem}_{v}.jpg"
-            view.save(root / rel, quality=90)
-            rows.append({"id": f"{Path(name).stem}-{v}", "image": rel, "text": text, "group": Path(name).stem,
-                         "label": label})
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(manifest)
-    return manifest
+    assert {n: t for n, (t, _) in PHOTOS.items()} == SAMPLES  # one caption per photo everywhere
+    return write_photo_manifest(root, views=VIEWS, thumb=224, labels={n: label for n, (_, label) in PHOTOS.items()})
 
 
 def shared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
