@@ -40,6 +40,8 @@ bench: install system-deps
 	$(PY) benchmarks/throughput.py --json benchmarks/throughput-results.json
 	$(PY) benchmarks/ivfpq.py --json benchmarks/ivfpq-results.json
 	$(PY) benchmarks/fit_memory.py --json benchmarks/fit-memory-results.json
+	# encoder runtimes: items/s torch vs onnx vs onnx-int8, cosine to torch, emoji held-out R@1 per runtime (docs/encoders.md)
+	$(PY) benchmarks/runtimes.py --json benchmarks/runtimes-results.json --markdown benchmarks/runtimes-results.md
 
 # alignment: the default (auto) against the test-score oracle and Procrustes on every built-in dataset with
 # two or more modalities, 250/500/1k/all pairs, 3 seeds, features cached (docs/alignment.md); the
