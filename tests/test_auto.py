@@ -11,19 +11,15 @@ import torch
 from safetensors.numpy import load_file
 
 from helpers.cli import run_cli
+from helpers.recipes import ready_recipe
 
 CONCEPTS = 120
 
 
 @pytest.fixture(scope="module")
 def emoji_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from modalign.data.recipes import DATASETS
-
     root = tmp_path_factory.mktemp("auto-emoji")
-    recipe = DATASETS.create("emoji", styles=["noto", "openmoji"], include_variants=False)
-    missing = recipe.missing_requirements()
-    if missing:
-        pytest.fail("data sources are missing; run scripts/install_system_deps.sh: " + "; ".join(missing))
+    recipe = ready_recipe("emoji", styles=["noto", "openmoji"], include_variants=False)
     return recipe.prepare(root, limit=CONCEPTS).manifest
 
 

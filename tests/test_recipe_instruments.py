@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from helpers.recipes import ready_recipe
 from modalign.data import PairedDataset
-from modalign.data.recipes import DATASETS
 from modalign.data.recipes.instruments import GM_FAMILIES, InstrumentsRecipe, gm_instruments, midi_file
 from modalign.data.recipes.speech import check_clip
 
@@ -41,10 +41,7 @@ def fundamental_hz(wave: np.ndarray, sr: int) -> float:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory):
-    recipe = DATASETS.create("instruments", pitches=PITCHES, velocities=VELOCITIES)
-    missing = recipe.missing_requirements()
-    if missing:
-        pytest.fail("instrument sources are missing; run: " + "; ".join(missing))
+    recipe = ready_recipe("instruments", pitches=PITCHES, velocities=VELOCITIES)
     out = tmp_path_factory.mktemp("instruments")
     calls: list[tuple[str, int, int]] = []
     result = recipe.prepare(out, limit=LIMIT, progress=lambda stage, done, total: calls.append((stage, done, total)))

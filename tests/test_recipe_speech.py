@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 from typer.testing import CliRunner
 
+from helpers.recipes import ready_recipe
 from modalign.cli import app
 from modalign.data import PairedDataset
 from modalign.data.recipes import DATASETS
@@ -31,10 +32,7 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, list[tuple[str, int, int]]]:
-    recipe = DATASETS.create("speech", voices=VOICES, speeds=SPEEDS)
-    missing = recipe.missing_requirements()
-    if missing:
-        pytest.fail("speech sources are missing; run: " + "; ".join(missing))
+    recipe = ready_recipe("speech", voices=VOICES, speeds=SPEEDS)
     out = tmp_path_factory.mktemp("speech")
     calls: list[tuple[str, int, int]] = []
     result = recipe.prepare(out, limit=LIMIT, progress=lambda stage, done, total: calls.append((stage, done, total)))

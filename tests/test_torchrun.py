@@ -19,6 +19,7 @@ import pytest
 from safetensors.numpy import load_file
 from typer.testing import CliRunner
 
+from helpers.recipes import ready_recipe
 from modalign.cli import app
 
 CONCEPTS = 24
@@ -29,14 +30,8 @@ TIMEOUT = 300  # a hung rendezvous fails the test instead of hanging CI
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One row per emoji: ``image`` (Noto) and ``image_openmoji`` (OpenMoji), group = the concept."""
-    from modalign.data.recipes import DATASETS
-
     root = tmp_path_factory.mktemp("torchrun-emoji")
-    recipe = DATASETS.create("emoji", styles=["noto", "openmoji"], include_variants=False)
-    missing = recipe.missing_requirements()
-    if missing:
-        pytest.fail("data sources are missing; run scripts/install_system_deps.sh: " + "; ".join(missing))
-    recipe.prepare(root, limit=CONCEPTS)
+    ready_recipe("emoji", styles=["noto", "openmoji"], include_variants=False).prepare(root, limit=CONCEPTS)
     by_group: dict[str, dict[str, str]] = {}
     for line in (root / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
         row = json.loads(line)

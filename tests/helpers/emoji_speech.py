@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers.recipes import ready_recipe
+
 CONCEPTS = 48
 VOICES = ("en-us", "en-gb+f3")
 SPEEDS = (175,)
@@ -38,16 +40,10 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 
 def emoji_speech(tmp_path_factory: pytest.TempPathFactory) -> EmojiSpeech:
-    from modalign.data.recipes import DATASETS
-
     root = tmp_path_factory.getbasetemp() / "emoji-speech"
     if not (root / "speech" / "manifest.jsonl").exists():
-        emoji = DATASETS.create("emoji", styles=["noto"], include_variants=False)
-        speech = DATASETS.create("speech", voices=VOICES, speeds=SPEEDS)
-        for recipe in (emoji, speech):
-            missing = recipe.missing_requirements()
-            if missing:
-                pytest.fail("data sources are missing; run scripts/install_system_deps.sh: " + "; ".join(missing))
+        emoji = ready_recipe("emoji", styles=["noto"], include_variants=False)
+        speech = ready_recipe("speech", voices=VOICES, speeds=SPEEDS)
         emoji.prepare(root / "emoji", limit=CONCEPTS)
         speech.prepare(root / "speech", limit=CONCEPTS)
     images = [{"id": r["id"], "image": f"emoji/{r['image']}", "text": r["text"], "group": r["group"]}
