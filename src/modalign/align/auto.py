@@ -42,10 +42,18 @@ class Candidate:
         return {"method": self.method, "options": dict(self.options), "input_norm": self.input_norm}
 
 
+#: conditionings of the closed forms; the whitening ones are known but not tried by default (see NOT_BY_DEFAULT)
+CLOSED_NORMS = ("center", "l2", "whiten:0.1", "whiten:0.3", "whiten:0.6")
+
+
+def _suffix(norm: str) -> str:
+    return "" if norm == "center" else "+" + norm.replace(":", "")
+
+
 def _grid() -> dict[str, Candidate]:
     out: list[Candidate] = []
-    for norm in ("center", "l2"):
-        suffix = "" if norm == "center" else "+l2"
+    for norm in CLOSED_NORMS:
+        suffix = _suffix(norm)
         for whiten in (True, False):
             out.append(Candidate(f"procrustes(whiten={whiten}){suffix}", "procrustes", {"whiten": whiten}, norm))
         for reg in (0.1, 0.3, 0.6, 0.8):
@@ -69,18 +77,24 @@ MAX_CV_ROWS = 20_000
 
 
 #: left out of the default set: STRUCTURE never beat plain InfoNCE in our benchmarks (docs/alignment.md) and
-#: costs a third of the CV time; ask for it by name
-NOT_BY_DEFAULT = {"infonce+structure+l2"}
+#: costs a third of the CV time; the PCA-whitening conditionings scored below the default grid's best in CV
+#: (benchmarks/conditioning_cv.py, numbers in docs/alignment.md) and cost a D × D eigendecomposition per
+#: fold. Ask for them by name (or by ``whiten``: every whitened candidate)
+NOT_BY_DEFAULT = {"infonce+structure+l2"} | {c.name for c in CANDIDATES.values() if c.input_norm.startswith("whiten")}
 
 
 def select_candidates(spec: str | Sequence[str] | None) -> list[Candidate]:
-    """``None``/"all" = the default set; otherwise names or method names ("cca" = every CCA candidate)."""
+    """``None``/"all" = the default set; otherwise names or method names ("cca" = every CCA candidate but the
+    whitened ones, which "whiten" names)."""
     if spec is None or spec == "all":
         return [c for c in CANDIDATES.values() if c.name not in NOT_BY_DEFAULT]
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
     chosen: dict[str, Candidate] = {}
     for name in names:
-        hits = [c for c in CANDIDATES.values() if c.name == name or c.method == name]
+        # a method name means its center/l2 candidates; "whiten" means every whitened one
+        hits = [c for c in CANDIDATES.values()
+                if c.name == name or (c.method == name and not c.input_norm.startswith("whiten"))
+                or (name == "whiten" and c.input_norm.startswith("whiten"))]
         if not hits:
             methods = sorted({c.method for c in CANDIDATES.values()})
             raise ValueError(f"auto: unknown candidate {name!r}; give a method ({', '.join(methods)}) or a "

@@ -23,11 +23,31 @@ from modalign.align.heads.base import Head
 from modalign.align.heads.identity import IdentityHead
 from modalign.align.heads.linear import LinearHead
 
+# hand-kept LRU like _MEMO: auto's grid conditions the same fold rows once per input_norm, not per candidate
+# (a whitening costs a D × D eigendecomposition and an n × D × D product)
+_STD: OrderedDict[bytes, tuple[np.ndarray, Head]] = OrderedDict()
+
 
 def _standardized(head: Head, x: np.ndarray) -> np.ndarray:
+    """``head``'s conditioning fitted on ``x`` and ``x`` conditioned (float64). Do not modify the result."""
+    h = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16)
+    key = h.digest() + repr((x.shape, str(x.dtype), head.input_norm)).encode()
+    hit = _STD.get(key)
+    if hit is not None:
+        head.copy_input_stats(hit[1])
+        _STD.move_to_end(key)
+        return hit[0]
     head.fit_input_stats(x)
     with torch.no_grad():
-        return head.standardize(torch.as_tensor(x, dtype=torch.float32)).numpy().astype(np.float64)
+        std = head.standardize(torch.as_tensor(x, dtype=torch.float32)).numpy().astype(np.float64)
+    reference = type(head)(head.in_dim, **({} if head.name == "identity" else {"out_dim": head.out_dim}),
+                           input_norm=head.input_norm)
+    reference.copy_input_stats(head)
+    if std.nbytes <= 1 << 28:  # keep at most a few 256 MB matrices
+        _STD[key] = (std, reference)
+    while len(_STD) > 4:
+        _STD.popitem(last=False)
+    return std
 
 
 def pca_basis(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -235,8 +255,7 @@ def fit_closed_form(
             mats[m] = ridge_to(target, b, settings.alpha)
     for m, mat in mats.items():
         head = LinearHead(features[m].shape[1], mat.shape[1], bias=True, input_norm=settings.input_norm)
-        head.input_mean.copy_(heads[m].input_mean)
-        head.input_scale.copy_(heads[m].input_scale)
+        head.copy_input_stats(heads[m])
         heads[m] = _set_linear(head, mat)
     return heads
 
