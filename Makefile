@@ -53,6 +53,8 @@ bench-align: install system-deps
 # search: exact vs faiss HNSW/IVF at 10k/100k/1M vectors, API latency and a 2,000-request load test (docs/search.md)
 bench-search: install system-deps
 	$(PY) benchmarks/search.py --json benchmarks/search-results.json
+	# index stores: local / LanceDB / Milvus Lite build time, recall@10 vs exact and queries/s (docs/search.md "Stores")
+	$(PY) benchmarks/stores.py --sizes 100000 --json benchmarks/stores-results.json --markdown benchmarks/stores-results.md
 
 clean:
 	rm -rf demo-output .pytest_cache

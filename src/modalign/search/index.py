@@ -20,6 +20,7 @@ import numpy as np
 from modalign.errors import ConfigError
 from modalign.search.backends import BACKENDS, SearchBackend
 from modalign.search.catalog import Catalog, Segment
+from modalign.search.corpus import Corpus, DatabaseCorpora
 from modalign.search.hit import Hit
 from modalign.search.ingest import IngestReport, Progress, plan_dataset
 from modalign.search.query import QueryError, embed_query
@@ -38,19 +39,7 @@ MAX_K = 10_000
 QUERY_CACHE = 2048
 
 
-class Corpus:
-    """One modality's vectors in a backend, which positions the backend holds, and score statistics."""
-
-    def __init__(self, backend: SearchBackend) -> None:
-        self.backend = backend
-        self.held = np.zeros(0, dtype=bool)  # position -> in the backend
-        self.n_stale = 0  # held but no longer alive (backends that cannot remove)
-        self.n_alive = 0
-        self.stats: CorpusStats | None = None
-        self.counted = np.zeros(0, dtype=bool)  # positions in the running sums (database stores)
-
-
-class Index:
+class Index(DatabaseCorpora):
     def __init__(self, dim: int, backend: str = "exact", backend_params: Mapping[str, Any] | None = None,
                  model: Any = None, store: VectorStore | None = None) -> None:
         BACKENDS.get(backend)  # a clear error for an unknown name
@@ -189,37 +178,6 @@ class Index:
             self.corpora[modality] = Corpus(self._new_backend(modality))
         return self.corpora[modality]
 
-    def _attach(self, modality: str, corpus: Corpus) -> None:
-        """What a database corpus holds; rows past the catalog (a writer killed before its commit) are hidden."""
-        assert isinstance(corpus.backend, ExternalCorpus)
-        n = len(self.catalog)
-        held = corpus.backend.ids()
-        if len(held) and held.max() >= n:
-            log.warning("%s: %d uncommitted vector(s) in the store are ignored", modality, int((held >= n).sum()))
-            corpus.backend.hide_from(n)
-        corpus.held = np.zeros(n, bool)
-        corpus.held[held[held < n]] = True
-        of_modality = np.fromiter((m == modality for m in self.catalog.modality), bool, count=n)
-        corpus.counted = of_modality & self._alive  # the stats file was written with this catalog
-        self._sums.setdefault(modality, RunningSums.empty(self.dim))
-
-    def _tidy_store(self) -> None:
-        """Under the writer lock: drop what the database holds past the catalog or no longer alive."""
-        for corpus in self.corpora.values():
-            if isinstance(corpus.backend, ExternalCorpus):
-                if corpus.backend.limit is not None:
-                    extra = corpus.backend.ids()
-                    corpus.backend.remove(extra[extra >= corpus.backend.limit])
-                    corpus.backend.hide_from(None)
-                self._drop_stale(corpus)
-
-    def _drop_stale(self, corpus: Corpus) -> None:
-        stale = np.flatnonzero(corpus.held & ~self._alive[: len(corpus.held)])
-        if len(stale):
-            corpus.backend.remove(stale.astype(np.int64))
-            corpus.held[stale] = False
-        corpus.n_stale = 0
-
     # ---------------------------------------------------------------- changes
     def apply(self, segment: Segment) -> None:
         """Apply one change in memory and, for an index folder, write it and commit."""
@@ -246,26 +204,6 @@ class Index:
         if durable:  # deleted only once the commit no longer lists them (a crash before leaves them hidden)
             for m in modalities:
                 self._drop_stale(self.corpora[m])
-
-    def _store_add(self, segment: Segment) -> None:
-        """Insert the segment's vectors into the database before the commit that makes them part of the index."""
-        base = len(self.catalog)
-        if not segment.entries:
-            return
-        vectors = np.asarray(segment.vectors, np.float32).reshape(len(segment.entries), self.dim)
-        self._pending = (base, vectors)
-        by_modality: dict[str, list[int]] = {}
-        for i, entry in enumerate(segment.entries):
-            by_modality.setdefault(entry["modality"], []).append(i)
-        for m, rows in by_modality.items():
-            corpus = self._corpus(m)
-            meta = [segment.entries[i] for i in rows]
-            assert isinstance(corpus.backend, ExternalCorpus)
-            corpus.backend.add_items(vectors[rows], np.asarray(rows, np.int64) + base, meta)
-            held = np.zeros(base + len(segment.entries), bool)
-            held[: len(corpus.held)] = corpus.held
-            held[np.asarray(rows) + base] = True
-            corpus.held = held
 
     def _commit(self, segments: list[Any], modalities: set[str], rebuild_ann: bool = False) -> None:
         assert self._store is not None
@@ -304,25 +242,6 @@ class Index:
         corpus.n_stale = int(np.count_nonzero(held & ~want))
         corpus.n_alive = int(np.count_nonzero(want))
         self._modalities = None
-
-    def _sync_sums(self, modality: str, corpus: Corpus, want: np.ndarray) -> None:
-        """Database stores: update the running sums with what joined or left the alive set."""
-        counted = np.zeros(len(want), bool)
-        counted[: len(corpus.counted)] = corpus.counted[: len(want)]
-        sums = self._sums.setdefault(modality, RunningSums.empty(self.dim))
-        joined, left = np.flatnonzero(want & ~counted), np.flatnonzero(counted & ~want)
-        if len(joined):
-            sums.add(self._stored_vectors(corpus, joined))
-        if len(left):
-            sums.add(self._stored_vectors(corpus, left), sign=-1)
-        corpus.counted = want.copy()
-        corpus.stats = sums.stats()
-
-    def _stored_vectors(self, corpus: Corpus, positions: np.ndarray) -> np.ndarray:
-        if self._pending is not None and positions.min() >= self._pending[0]:
-            return self._pending[1][positions - self._pending[0]]
-        assert isinstance(corpus.backend, ExternalCorpus)
-        return corpus.backend.fetch(positions)
 
     def add_dataset(self, dataset: Any, cache: Any = None, modalities: Sequence[str] | None = None,
                     progress: Progress | None = None) -> IngestReport:

@@ -20,6 +20,8 @@ from modalign.search.stores.base import ExternalCorpus, VectorStore, collection_
 DEFAULTS: dict[str, Any] = {"index_type": "HNSW", "m": 16, "ef_construction": 200, "ef_search": 128}
 _BATCH = 5000  # rows per insert / get / delete call (requests stay well under gRPC's message limit)
 _TEXT = 8192  # characters kept of an item's text or source path in the collection
+#: open MilvusStores per Milvus Lite path: the embedded server (and its folder lock) goes with the last one
+_LITE_USERS: dict[str, int] = {}
 
 
 def _client(uri: str) -> Any:
@@ -83,6 +85,8 @@ class MilvusCorpus(ExternalCorpus):
                      "text": str(meta[i].get("text") or "")[:_TEXT], "source": str(meta[i].get("path") or "")[:_TEXT],
                      "vector": vectors[i]} for i in range(start, min(start + _BATCH, len(ids)))]
             self.client.insert(self.collection, rows)
+        # sealed segments get their ANN index; Milvus Lite searches an unflushed buffer by brute force (~20x slower)
+        self.client.flush(self.collection)
         self._count += len(ids)
 
     def remove(self, ids: np.ndarray) -> None:
@@ -145,9 +149,21 @@ class MilvusStore(VectorStore):
         self.uri, self.prefix, self.dim = uri, prefix, int(dim)
         self.params = {**DEFAULTS, **(params or {})}
         self.client = _client(uri)
+        self.lite = "://" not in uri
+        if self.lite:
+            _LITE_USERS[uri] = _LITE_USERS.get(uri, 0) + 1
 
     def corpus(self, modality: str) -> MilvusCorpus:
         return MilvusCorpus(self.client, collection_name(self.prefix, modality), self.dim, self.params)
 
     def close(self) -> None:
         self.client.close()
+        if self.lite and _LITE_USERS.get(self.uri):
+            _LITE_USERS[self.uri] -= 1
+            if not _LITE_USERS[self.uri]:
+                # another process (serve after index) can only open the folder once this one lets it go
+                from milvus_lite.server_manager import server_manager_instance
+
+                server_manager_instance.release_server(self.uri)
+                del _LITE_USERS[self.uri]
+            self.lite = False  # a second close is a no-op
