@@ -178,15 +178,43 @@ def test_http_api(kind: str, indexes: dict[str, Path], emoji: EmojiSearch) -> No
     assert answers(indexes[kind]) == answers(indexes["local"])
 
 
+@contextlib.contextmanager
+def served_here(folder: Path) -> Iterator[str]:
+    """The app over ``folder`` under uvicorn in a thread of this process (encoders already loaded: fast)."""
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from modalign.server import create_app
+
+    app = create_app(folder)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.05)
+        assert httpx.get(url + "/health", timeout=10).status_code == 200
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        app.state.index.close()
+
+
 @pytest.mark.parametrize("kind", STORES[1:])
 def test_web_page_renders_results(kind: str, indexes: dict[str, Path], emoji: EmojiSearch) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from test_server import serve
     from test_webpage import ARGS, CHROMIUM
 
     expect.set_options(timeout=60_000)
-    with serve(indexes[kind]) as url, sync_playwright() as pw:
+    with served_here(indexes[kind]) as url, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
             page = browser.new_page()
