@@ -84,7 +84,8 @@ def serve_command(
                 # a path gone, a plugin not installed or changed weights: say which spec, not a traceback
                 message = str(exc).strip("'\"")
                 raise fail(f"modality {modality!r}: {message}") from None
-    console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {index.backend}) on http://{host}:{port}/",
+    where = index.backend if index.vstore.kind == "local" else f"{index.vstore.kind} store"
+    console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {where}) on http://{host}:{port}/",
                   highlight=False)
     # idle keep-alive connections are closed after 5 s, so parked clients do not pile up
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
