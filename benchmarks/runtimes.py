@@ -2,7 +2,7 @@
 torch, and held-out emoji R@1 with each runtime.
 
     .venv/bin/python benchmarks/runtimes.py [--manifest emoji/manifest.jsonl] [--audio-manifest speech/...]
-        [--groups 600] [--images 64] [--texts 512] [--clips 16] [--rounds 3] [--cache DIR]
+        [--groups 400] [--images 64] [--texts 512] [--clips 8] [--rounds 3] [--cache DIR]
         [--json benchmarks/runtimes-results.json] [--markdown benchmarks/runtimes-results.md]
 
 Speed: every runtime of an encoder encodes the same items with the encoder's own batch size through
@@ -118,7 +118,16 @@ def sample_items(manifest: Path, modality: str, n: int) -> list[Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    lines = ["| encoder | runtime | items/s | × reference | cosine to reference (min / mean) | first load s |",
+    m, c = result["machine"], result["config"]
+    r0 = result["retrieval"][0] if result["retrieval"] else {}
+    lines = [f"`benchmarks/runtimes.py` on {m['cpu_count']} cores ({m['torch_threads']} torch / onnxruntime threads), "
+             f"load average {m['load_avg_start'][0]:.0f} at the start and {m['load_avg_end'][0]:.0f} at the end "
+             "(other jobs shared the machine: compare ratios, not absolute rates). Speed: "
+             f"{c['images']} images, {c['texts']} texts, {c['clips']} clips, median of {c['rounds']} rounds. R@1: "
+             f"emoji, {c['groups'] or 'all'} concepts, fit --method {c['method']} on {r0.get('train_rows', '?')} "
+             f"rows, scored on {r0.get('test_rows', '?')} held-out rows. First load: the export (and quantization) "
+             "when the graph is not cached yet.", "",
+             "| encoder | runtime | items/s | × reference | cosine to reference (min / mean) | first load s |",
              "|---|---|---:|---:|---|---:|"]
     for r in result["speed"]:
         ref = "" if r["runtime"] == r["reference"] else f" (vs {r['reference']})"
@@ -139,17 +148,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--audio-manifest", type=Path, help="speech manifest for the whisper encoders (default: "
                    "prepared under --data-dir, 50 concepts)")
     p.add_argument("--data-dir", type=Path, default=Path("data/bench"))
-    p.add_argument("--groups", type=int, default=600, help="emoji concepts kept for R@1 (0 = all)")
+    p.add_argument("--groups", type=int, default=400, help="emoji concepts kept for R@1 (0 = all)")
     p.add_argument("--images", type=int, default=64)
     p.add_argument("--texts", type=int, default=512)
-    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--clips", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--method", default="procrustes")
     p.add_argument("--encoders", default=",".join(ENCODER_RUNTIMES))
     p.add_argument("--cache", type=Path, help="feature cache (default: modalign's user cache)")
     p.add_argument("--json", type=Path)
     p.add_argument("--markdown", type=Path)
+    p.add_argument("--from-json", type=Path, help="only rewrite --markdown from this result file")
     args = p.parse_args(argv)
+    if args.from_json is not None:
+        if args.markdown:
+            args.markdown.write_text(markdown(json.loads(args.from_json.read_text())))
+        return 0
     from modalign.data.recipes import DATASETS as RECIPES
 
     manifest = args.manifest or \
