@@ -268,3 +268,28 @@ def test_kill_during_add_keeps_acknowledged_adds(kind: str, emoji: EmojiSearch, 
     index = Index.open(folder)
     assert len(index) == n + BATCH
     index.close()
+
+
+def test_lancedb_ann_index_and_rows_added_after_it(emoji: EmojiSearch, tmp_path: Path) -> None:
+    """Past ``min_rows`` a Lance table gets its IVF index; rows added later are searched beside it."""
+    from helpers.store_writer import BATCH, batch
+    from modalign.align import load
+    from modalign.search import Index
+    from modalign.search.stores import new_store_record
+
+    record = new_store_record("lancedb", params={"min_rows": 1000, "rebuild_fraction": 10.0})
+    with Index.edit(tmp_path / "ivf", model=load(emoji.model_dir), store=record) as index:
+        first, second = batch(0, index.dim), batch(1, index.dim)
+        index.apply(first)
+        table = index.corpora["text"].backend.table
+        assert [i.index_type for i in table.list_indices()] == ["IvfFlat"]
+        index.apply(second)  # rebuild_fraction 10: no rebuild, so these rows are not in the IVF index
+        assert table.index_stats(table.list_indices()[0].name).num_unindexed_rows == BATCH
+        probes = np.concatenate([first.vectors[:50], second.vectors[:50]])
+        found = index.rank(probes, k=10, routing="raw")
+        all_vectors = np.concatenate([first.vectors, second.vectors])
+        truth = np.argsort(-(probes @ all_vectors.T), axis=1)[:, :10]
+        recall = np.mean([len(set(r.ids) & set(t)) / 10 for r, t in zip(found, truth, strict=True)])
+        assert recall >= 0.95, recall
+        assert [r.ids[0] for r in found] == list(range(50)) + list(range(BATCH, BATCH + 50))
+    index.close()
