@@ -161,3 +161,32 @@ def test_saved_model_recreates_its_runtime(images: list[Path], tmp_path: Path) -
     stores = sorted(os.listdir(cache))
     assert any(s.startswith("minilm_1_runtime_onnx-int8") for s in stores), stores
     assert any(s.startswith("effnet-lite0_1_crop_True_runtime_onnx") for s in stores), stores
+
+
+def test_concurrent_builds_export_once(tmp_path: Path) -> None:
+    """Two builders of one graph (threads here; the lock is a file lock, so processes too): one export,
+    the other waits and reuses it; no temp file is left behind."""
+    import threading
+    import time
+
+    from modalign.encoders.onnx_runtime import GraphKey, exported_graph
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights")
+    calls: list[int] = []
+
+    def export(dst: Path) -> None:
+        calls.append(1)
+        time.sleep(0.3)  # long enough for the other builder to arrive while this one holds the lock
+        dst.write_bytes(b"graph")
+
+    key = GraphKey("toy", "1", (weights,))
+    paths: list[Path] = []
+    threads = [threading.Thread(target=lambda: paths.append(exported_graph(key, "onnx", export, export)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and len(set(paths)) == 1 and paths[0].read_bytes() == b"graph"
+    assert not list(paths[0].parent.glob(".*.tmp"))
