@@ -234,12 +234,7 @@ def _train_local(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
     if settings.steps is not None:
         return _train_steps(heads, loss, train, val, settings, progress, fixed, trained, opt, usable, device,
                             val_pairs, rng)
-    sources = {m: feature_source(x, device) for m, x in train.features.items()}  # arrays go to the device once
-    present = {m: np.asarray(p, dtype=bool) for m, p in train.present.items()}
-    groups = np.asarray(train.groups, dtype=np.int64)
-    for m in fixed:
-        heads[m].eval()
-
+    sources, present, groups = _loop_inputs(heads, train, fixed, device)
     best_state = _snapshot(heads, loss)
     best = (-float("inf"), -1)
     history: list[dict[str, float]] = []
@@ -279,13 +274,28 @@ def _train_local(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
             if stale >= settings.patience:
                 log.info("early stop at epoch %d (best %d, val R@1 %.4f)", epoch, best[1], best[0])
                 break
-    for m, h in heads.items():
-        h.load_state_dict(best_state[0][m])
-        h.eval()
-    loss.load_state_dict(best_state[1])
-    if progress is not None:
-        progress("train", settings.epochs, settings.epochs)
+    _restore(heads, loss, best_state, progress, settings.epochs)
     return TrainResult(best_epoch=best[1], best_val=best[0], history=history)
+
+
+def _loop_inputs(heads: dict[str, Head], train: TrainData, fixed: set[str], device: torch.device
+                 ) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """(feature sources on ``device``, presence masks, group ids) for a training loop; fixed heads in eval."""
+    sources = {m: feature_source(x, device) for m, x in train.features.items()}  # arrays go to the device once
+    present = {m: np.asarray(p, dtype=bool) for m, p in train.present.items()}
+    for m in fixed:
+        heads[m].eval()
+    return sources, present, np.asarray(train.groups, dtype=np.int64)
+
+
+def _restore(heads: dict[str, Head], loss: Loss, state: Any, progress: Progress | None, total: int) -> None:
+    """Put back the best evaluation's weights and finish the progress bar."""
+    for m, h in heads.items():
+        h.load_state_dict(state[0][m])
+        h.eval()
+    loss.load_state_dict(state[1])
+    if progress is not None:
+        progress("train", total, total)
 
 
 def _train_steps(heads: dict[str, Head], loss: Loss, train: TrainData, val: TrainData | None,
@@ -305,11 +315,7 @@ def _train_steps(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
         return 0.5 * (1 + float(np.cos(np.pi * min(1.0, (step - warm) / max(1, total - warm)))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    sources = {m: feature_source(x, device) for m, x in train.features.items()}
-    present = {m: np.asarray(p, dtype=bool) for m, p in train.present.items()}
-    groups = np.asarray(train.groups, dtype=np.int64)
-    for m in fixed:
-        heads[m].eval()
+    sources, present, groups = _loop_inputs(heads, train, fixed, device)
     has_val = val is not None and len(val) > 0
     pairs = (val_pairs or val.pairs()) if has_val and val is not None else []
     every = max(1, total // 20)
@@ -357,12 +363,7 @@ def _train_steps(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
                     log.info("early stop at step %d (best %d, val MRR %.4f)", step, best[1], -best[0])
                     step = total
                     break
-    for m, h in heads.items():
-        h.load_state_dict(best_state[0][m])
-        h.eval()
-    loss.load_state_dict(best_state[1])
-    if progress is not None:
-        progress("train", total, total)
+    _restore(heads, loss, best_state, progress, total)
     best_val = validation_score(heads, val, pairs) if has_val and val is not None else -best[0]
     return TrainResult(best_epoch=best[1], best_val=best_val, history=history)
 
