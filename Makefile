@@ -40,6 +40,8 @@ bench: install system-deps
 	$(PY) benchmarks/throughput.py --json benchmarks/throughput-results.json
 	$(PY) benchmarks/ivfpq.py --json benchmarks/ivfpq-results.json
 	$(PY) benchmarks/fit_memory.py --json benchmarks/fit-memory-results.json
+	# server queries/s, p50/p99 at 1/8/32 clients vs the raw batched encoder + search; demo wall time and RSS
+	$(PY) benchmarks/server_load.py --json benchmarks/server-results.json --markdown benchmarks/server-results.md
 	# encoder runtimes: items/s torch vs onnx vs onnx-int8, cosine to torch, emoji held-out R@1 per runtime (docs/encoders.md)
 	$(PY) benchmarks/runtimes.py --json benchmarks/runtimes-results.json --markdown benchmarks/runtimes-results.md
 
