@@ -78,8 +78,8 @@ MAX_CV_ROWS = 20_000
 
 #: left out of the default set: STRUCTURE never beat plain InfoNCE in our benchmarks (docs/alignment.md) and
 #: costs a third of the CV time; the PCA-whitening conditionings scored below the default grid's best in CV
-#: (benchmarks/conditioning_cv.py, numbers in docs/alignment.md) and cost a D × D eigendecomposition per
-#: fold. Ask for them by name (or by ``whiten``: every whitened candidate)
+#: in 5 of 6 emoji/icons cases and lost on held-out data in the sixth (benchmarks/conditioning_cv.py,
+#: docs/alignment.md), and cost a D × D eigendecomposition per fold. Ask for them by name (or ``whiten``)
 NOT_BY_DEFAULT = {"infonce+structure+l2"} | {c.name for c in CANDIDATES.values() if c.input_norm.startswith("whiten")}
 
 
