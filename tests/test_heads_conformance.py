@@ -148,7 +148,7 @@ def names_dataset(tmp_path_factory: pytest.TempPathFactory):
     return PairedDataset.from_manifest(out / "manifest.jsonl")
 
 
-@pytest.mark.parametrize("name", [n for n in HEADS.names() if n != "identity"])
+@pytest.mark.parametrize("name", [n for n in HEADS.names() if n != "identity" and not HEADS.get(n).assembled])
 def test_every_head_trains_on_real_data(name: str, names_dataset, session_cache) -> None:
     from modalign.align import fit
     from modalign.evaluation import evaluate
@@ -159,6 +159,14 @@ def test_every_head_trains_on_real_data(name: str, names_dataset, session_cache)
     assert model.branch("text").head.config()["name"] == name
     r1 = np.mean([d["R@1"] for d in evaluate(model, test, session_cache)["directions"].values()])
     assert r1 > 5 / len(set(test.groups)), name
+
+
+def test_an_assembled_head_is_refused_by_fit(names_dataset, session_cache) -> None:
+    """``--head ensemble`` is built by ``--seeds N --ensemble``; asking fit to train one is one clear error."""
+    from modalign.align import fit
+
+    with pytest.raises(ValueError, match="assembled from trained heads"):
+        fit(names_dataset, ["text", "text_fr"], head="ensemble", cache=session_cache)
 
 
 def test_lit_lock_keeps_the_frozen_space(names_dataset, session_cache, tmp_path: Path) -> None:

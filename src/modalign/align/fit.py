@@ -11,7 +11,7 @@ import numpy as np
 
 from modalign.align import auto as _auto  # noqa: F401  (registers the "auto" method)
 from modalign.align import trained_groups
-from modalign.align.heads.base import HEADS, Head
+from modalign.align.heads.base import Head, check_trainable_head
 from modalign.align.method_choice import resolve_method, settings_arguments, training_arguments
 from modalign.align.methods import METHODS, FitContext
 from modalign.align.model import AlignedModel, Branch
@@ -146,6 +146,7 @@ def fit_arrays(
     """
     modalities = list(modalities)
     check_seeds(method, seeds, ensemble)
+    check_trainable_head(head)
     settings = settings or TrainerSettings()
     layer_report: dict[str, Any] = {}
     if layers == "auto":
@@ -224,7 +225,7 @@ def fit(
         if m not in modalities:
             raise ValueError(f"locked modality {m!r} is not one of {modalities}")
     METHODS.get(method)  # unknown method: fail before any encoding
-    HEADS.get(head)
+    check_trainable_head(head)
     settings = settings or TrainerSettings()
     encoders = dict(encoders or {})
     cache = cache if cache is not None else FeatureCache()

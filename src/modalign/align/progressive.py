@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from modalign.align.fit import Progress, encode_column, resolve_encoder
-from modalign.align.heads.base import HEADS, Head
+from modalign.align.heads.base import HEADS, Head, check_trainable_head
 from modalign.align.methods import DEFAULTS, GRIDS
 from modalign.align.model import AlignedModel, Branch
 from modalign.align.trainer import TrainData, TrainerSettings, train_heads, validation_score
@@ -72,6 +72,8 @@ def add_modality(
     if not trained and method not in CLOSED_FORM:
         raise ValueError(f"progressive addition supports infonce, siglip, cwcl, {', '.join(CLOSED_FORM)}; "
                          f"got {method!r}")
+    if trained:
+        check_trainable_head(head)
     cache = cache if cache is not None else FeatureCache()
 
     # encode: partners with the space's own encoder + layer, the new modality with its encoder

@@ -81,6 +81,8 @@ class Head(nn.Module):
     name: ClassVar[str]
     #: False for heads with nothing to learn (a locked modality)
     trainable: ClassVar[bool] = True
+    #: True for heads assembled from fitted heads (an ensemble): ``fit`` cannot train one directly
+    assembled: ClassVar[bool] = False
 
     def __init__(self, in_dim: int, out_dim: int, input_norm: str = "center") -> None:
         super().__init__()
@@ -183,3 +185,10 @@ class Head(nn.Module):
 
 
 HEADS: Registry[Head] = Registry("head")
+
+
+def check_trainable_head(name: str) -> None:
+    """A head ``fit`` can train: registered, and not one assembled from trained heads (an ensemble)."""
+    if HEADS.get(name).assembled:
+        raise ValueError(f"head {name!r} is assembled from trained heads (--seeds N --ensemble), not trained "
+                         f"itself; choose one of {[n for n in HEADS.names() if not HEADS.get(n).assembled]}")

@@ -25,6 +25,7 @@ MAX_MEMBERS = 64
 @HEADS.register("ensemble")
 class EnsembleHead(Head):
     name = "ensemble"
+    assembled = True
 
     def __init__(self, in_dim: int, out_dim: int, members: Sequence[dict[str, Any] | Head] | None = None) -> None:
         super().__init__(in_dim, out_dim)
