@@ -105,6 +105,16 @@ def test_unknown_candidate_is_a_clear_error(emoji_manifest: Path, tmp_path: Path
     assert "unknown candidate 'ccaa'" in text and "Traceback" not in text
 
 
+def test_candidate_names_with_commas_are_one_candidate_each() -> None:
+    """``--candidates "cca(reg=0.3,power=2.0)+l2,procrustes"``: commas inside a name's parentheses do not split it."""
+    from modalign.align.auto import select_candidates
+
+    picked = [c.name for c in select_candidates("cca(reg=0.3,power=2.0)+l2, procrustes(whiten=True),ridge(alpha=1.0)")]
+    assert picked == ["cca(reg=0.3,power=2.0)+l2", "procrustes(whiten=True)", "ridge(alpha=1.0)"]
+    with pytest.raises(ValueError, match=r"unknown candidate 'cca\(reg=9,power=2.0\)'"):
+        select_candidates("cca(reg=9,power=2.0)")
+
+
 def _paired(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 16))
@@ -134,6 +144,30 @@ def test_step_schedule_trains_a_tiny_and_a_large_set_alike() -> None:
     assert tiny < 2 * large + 0.05 and large < 2 * tiny + 0.05, (tiny, large)
     epochs_tiny, _ = final_loss(60, TrainerSettings(epochs=20))
     assert epochs_tiny > 2 * tiny, (epochs_tiny, tiny)  # what the old default gave a tiny set
+
+
+def test_step_schedule_keeps_its_final_weights_unless_asked_to_stop_early() -> None:
+    """Default: the whole step budget, the final weights (validation MRR on a few dozen concepts stopped
+    too early on held-out data, benchmarks/early_stopping.py). ``restore_best`` stops after ``patience``
+    stale evaluations and says so in the schedule."""
+    from modalign.align.fit import fit_arrays
+    from modalign.align.trainer import TrainerSettings
+
+    n = 400
+    a, b = _paired(n)
+
+    def run(settings: TrainerSettings) -> dict:
+        return fit_arrays({"a": {"x": a}, "b": {"x": b}}, {"a": np.ones(n, bool), "b": np.ones(n, bool)},
+                          [str(i) for i in range(n)], ["a", "b"], default_layers={"a": "x", "b": "x"},
+                          method="infonce", dim=16, val_fraction=0.2, settings=settings).info
+
+    full = run(TrainerSettings(steps=200, batch_size=32))
+    assert full["best_step"] == 200 and full["history"][-1]["step"] == 200
+    assert full["schedule"]["early_stop_signal"] == "none (final weights)"
+    stopped = run(TrainerSettings(steps=200, batch_size=32, restore_best=True, patience=1))
+    assert stopped["schedule"]["early_stop_signal"] == "val_MRR"
+    assert stopped["history"][-1]["step"] < 200  # validation MRR saturates on this easy set: it stops
+    assert stopped["best_step"] in [h["step"] for h in stopped["history"]]
 
 
 def test_save_load_keeps_the_conditioning(tmp_path: Path) -> None:

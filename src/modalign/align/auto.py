@@ -12,6 +12,7 @@ candidates dominate the time and are skipped, in order, once the time budget is 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -88,7 +89,9 @@ def select_candidates(spec: str | Sequence[str] | None) -> list[Candidate]:
     whitened ones, which "whiten" names)."""
     if spec is None or spec == "all":
         return [c for c in CANDIDATES.values() if c.name not in NOT_BY_DEFAULT]
-    names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    # candidate names hold commas inside their parentheses ("cca(reg=0.3,power=2.0)"): split outside them
+    parts = re.split(r",(?![^()]*\))", spec) if isinstance(spec, str) else spec
+    names = [s.strip() for s in parts if s.strip()]
     chosen: dict[str, Candidate] = {}
     for name in names:
         # a method name means its center/l2 candidates; "whiten" means every whitened one
@@ -150,7 +153,7 @@ def candidate_context(ctx: FitContext, cand: Candidate, train: TrainData, val: T
 
 def _fit_candidate(ctx: FitContext, cand: Candidate, train: TrainData, seed: int) -> MethodResult:
     val = None
-    if cand.trained:
+    if cand.trained and ctx.settings.restore_best:  # only early stopping needs rows held back
         train, val = _inner_split(train, seed)
     return METHODS.get(cand.method)(candidate_context(ctx, cand, train, val))
 

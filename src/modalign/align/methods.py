@@ -110,7 +110,8 @@ def _trained(loss_name: str) -> Callable[[FitContext], MethodResult]:
                                 "loss": loss.config(), **loss.summary(), "history": result.history}
         if settings.steps is not None:  # the step schedule: best_epoch is the best evaluation's step
             info.update(schedule={"batch_size": settings.batch_size, "steps": settings.steps,
-                                  "warmup": settings.warmup, "early_stop_signal": "val_MRR"},
+                                  "warmup": settings.warmup,
+                                  "early_stop_signal": "val_MRR" if settings.restore_best else "none (final weights)"},
                         best_step=result.best_epoch)
         return heads, info
 

@@ -62,6 +62,12 @@ class TrainerSettings:
     #: of training rows (the trained methods resolve it, see ``resolved_for``).
     steps: int | str | None = None
     warmup: float = 0.1
+    #: the step schedule only. False (default): train the whole budget and keep the final weights; the
+    #: cosine decay to zero is the regulariser. Stopping on validation MRR (True: after ``patience`` stale
+    #: evaluations, restoring the best) scored lower on held-out concepts in most cells up to 1k pairs on
+    #: speech, instruments, bible-en-es and emoji-multilingual (validation is a few dozen concepts there;
+    #: benchmarks/early_stopping.py, docs/alignment.md).
+    restore_best: bool = False
 
 
 def resolved_for(settings: TrainerSettings, n_rows: int) -> TrainerSettings:

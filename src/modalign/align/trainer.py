@@ -302,8 +302,9 @@ def _train_steps(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
                  settings: TrainerSettings, progress: Progress | None, fixed: set[str], trained: list[str],
                  opt: torch.optim.Optimizer, usable: np.ndarray, device: torch.device,
                  val_pairs: list[tuple[str, str]] | None, rng: np.random.Generator) -> TrainResult:
-    """The step-budget loop (``settings.steps``): warm-up + cosine learning rate, early stopping on
-    validation MRR every ``steps // 20`` steps; keeps the best evaluation's weights."""
+    """The step-budget loop (``settings.steps``): warm-up + cosine learning rate, validation MRR every
+    ``steps // 20`` steps (the history). Keeps the final weights, or with ``settings.restore_best`` stops
+    after ``patience`` stale evaluations and keeps the best evaluation's."""
     total = int(settings.steps) if isinstance(settings.steps, int) else 0
     if total < 1:
         raise ValueError(f"steps must be at least 1, got {settings.steps}")
@@ -354,7 +355,9 @@ def _train_steps(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
             if progress is not None:
                 progress("train", step, total)
             score = -val_mrr if not np.isnan(val_mrr) else mean_loss  # lower is better
-            if score < best[0] - 1e-6:
+            if not settings.restore_best:
+                best = (score, step)  # the final weights are the result: nothing to restore
+            elif score < best[0] - 1e-6:
                 best, stale = (score, step), 0
                 best_state = _snapshot(heads, loss)
             else:
@@ -363,7 +366,13 @@ def _train_steps(heads: dict[str, Head], loss: Loss, train: TrainData, val: Trai
                     log.info("early stop at step %d (best %d, val MRR %.4f)", step, best[1], -best[0])
                     step = total
                     break
-    _restore(heads, loss, best_state, progress, total)
+    if settings.restore_best:
+        _restore(heads, loss, best_state, progress, total)
+    else:
+        for h in heads.values():
+            h.eval()
+        if progress is not None:
+            progress("train", total, total)
     best_val = validation_score(heads, val, pairs) if has_val and val is not None else -best[0]
     return TrainResult(best_epoch=best[1], best_val=best_val, history=history)
 

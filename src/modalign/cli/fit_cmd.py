@@ -71,17 +71,19 @@ def fit_command(
     partners: str = typer.Option("", "--partners", help="with --base: modalities of the space to pair with"),
     epochs: int | None = typer.Option(None, "--epochs", help="train for N epochs (batch 256 unless --batch-size) "
                                       "instead of the step schedule"),
-    steps: int | None = typer.Option(None, "--steps", help="optimizer steps (warm-up + cosine decay, early stop "
-                                     "on validation MRR); default: chosen from the number of pairs"),
+    steps: int | None = typer.Option(None, "--steps", help="optimizer steps (warm-up + cosine decay to 0, final "
+                                     "weights kept); default: chosen from the number of pairs"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="default: from the step schedule (32..256)"),
     lr: float = typer.Option(1e-3, "--lr"),
     weight_decay: float = typer.Option(0.01, "--weight-decay"),
-    patience: int = typer.Option(10, "--patience", help="evaluations (epochs, or steps/20) without validation gain "
-                                 "before stopping"),
+    patience: int | None = typer.Option(None, "--patience", help="stop after N evaluations (epochs, or steps/20) "
+                                        "without validation gain and keep the best; default: 10 with --epochs, "
+                                        "none with the step schedule (it trains its whole budget)"),
     seed: int = typer.Option(0, "--seed"),
     holdout: float | None = typer.Option(
         None, "--holdout", help="hold out this share of groups (eval uses them); default 0, or the base's"),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="share of training groups for early stopping"),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="share of training groups held back for "
+                                       "validation (early stopping with --epochs or --patience)"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
@@ -147,8 +149,11 @@ def fit_command(
         schedule["batch_size"] = batch_size
     elif steps is not None:
         schedule["batch_size"] = 256
-    settings = TrainerSettings(**schedule, lr=lr, weight_decay=weight_decay, patience=patience, seed=seed,
-                               grad_chunks=grad_chunks, workers=workers, device=device)
+    if patience is not None and patience < 1:
+        raise fail("--patience must be at least 1")
+    settings = TrainerSettings(**schedule, lr=lr, weight_decay=weight_decay, patience=patience or 10,
+                               restore_best=patience is not None, seed=seed, grad_chunks=grad_chunks,
+                               workers=workers, device=device)
     if workers < 1 or grad_chunks < 1:
         raise fail("--workers and --grad-chunks must be at least 1")
     try:
