@@ -153,3 +153,18 @@ def test_cli_fit_on_a_full_disk_or_read_only_cache(tmp_path: Path, tmp_path_fact
     with _mounted(["--bind", "-o", "ro", str(cache)], ro):
         run_cli([*fit, "--cache", str(ro), "--out", str(tmp_path / "m2")])
     assert (tmp_path / "m2" / "heads.safetensors").is_file()
+
+
+def test_cli_fit_on_a_read_only_cache_that_lacks_features(tmp_path: Path,
+                                                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The features it would have to store cannot go there: exit 2, one line naming the read-only folder."""
+    manifest, _ = shared(tmp_path_factory)
+    empty, ro = tmp_path / "empty", tmp_path / "ro"
+    empty.mkdir()
+    with _mounted(["--bind", "-o", "ro", str(empty)], ro):
+        output = run_cli(["fit", "--data", str(manifest), "--modalities", "image,text", "--method", "procrustes",
+                          "--dim", "16", "--holdout", "0.25", "--cache", str(ro), "--out", str(tmp_path / "m")],
+                         code=2)
+    said = "".join(output.split())
+    assert "Traceback" not in output and str(ro) in said and "read-only" in said.lower(), output
+    assert not (tmp_path / "m" / "heads.safetensors").exists()

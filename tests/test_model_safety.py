@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.tampered import CASES, tamper
 from modalign import PairedDataset, fit, load
 from modalign.align import TrainerSettings
 from modalign.errors import ConfigError
@@ -90,43 +91,12 @@ def _small_model(tmp_path):
     return model.save(tmp_path / "model")
 
 
-def _tamper_config(folder, change):
-    cfg = json.loads((folder / "config.json").read_text())
-    change(cfg)
-    (folder / "config.json").write_text(json.dumps(cfg))
-
-
-@pytest.mark.parametrize("case", ["truncated", "metrics", "utf8", "unknown-head", "absurd-dims", "nan"])
+@pytest.mark.parametrize("case", CASES)
 def test_a_tampered_model_folder_is_one_clean_error(case, tmp_path):
-    from safetensors.numpy import load_file as load_np
-    from safetensors.numpy import save_file as save_np
-
     from modalign.align.model import AlignedModel
-    from modalign.errors import ConfigError
 
     folder = _small_model(tmp_path)
-    weights = folder / "heads.safetensors"
-    if case == "truncated":
-        weights.write_bytes(weights.read_bytes()[:100])
-        expect = "heads.safetensors"
-    elif case == "metrics":
-        (folder / "metrics.json").write_text("{not json")
-        expect = "metrics.json: invalid JSON"
-    elif case == "utf8":
-        (folder / "config.json").write_bytes(b'{"format": "\xff\xfe"}')
-        expect = "config.json: not UTF-8"
-    elif case == "unknown-head":
-        _tamper_config(folder, lambda c: c["modalities"]["a"]["head"].update(name="transformer9000"))
-        expect = "modalities.a.head: unknown head 'transformer9000'"
-    elif case == "absurd-dims":
-        _tamper_config(folder, lambda c: c["modalities"]["a"]["head"].update(in_dim=10**7, out_dim=10**6))
-        expect = "modalities.a.head: its sizes need"
-    else:
-        state = load_np(str(weights))
-        key = next(k for k in state if k.startswith("a.linear.weight"))
-        state[key][0, 0] = np.nan
-        save_np(state, str(weights))
-        expect = "NaN or infinite weights"
+    expect = tamper(folder, case, "a")
     with pytest.raises(ConfigError) as info:
         AlignedModel.load(folder)
     assert expect in str(info.value) and "\n" not in str(info.value), str(info.value)

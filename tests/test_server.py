@@ -195,6 +195,24 @@ def test_bad_requests_get_clear_4xx(client, kwargs: dict, status: int, needle: s
     assert "Traceback" not in r.text
 
 
+def test_a_body_without_content_length_is_counted_while_it_streams(client) -> None:
+    """A chunked body declares no length: the server counts what arrives and answers 413 past the limit."""
+    def chunks() -> Iterator[bytes]:
+        yield b'{"text": "cat", "pad": "'
+        for _ in range(12):  # 3 MB against the 2 MB limit
+            yield b"x" * (256 * 1024)
+        yield b'"}'
+
+    r = client.post("/search", content=chunks(), headers={"content-type": "application/json"})
+    assert "content-length" not in r.request.headers and r.request.headers["transfer-encoding"] == "chunked"
+    assert r.status_code == 413, r.text
+    assert "over the limit of 2097152 bytes" in r.json()["detail"]
+    # under the limit the same chunked route is served
+    small = client.post("/search", content=iter([b'{"text": "cat", ', b'"k": 3}']),
+                        headers={"content-type": "application/json"})
+    assert small.status_code == 200 and len(small.json()["results"]) == 3, small.text
+
+
 @pytest.fixture(scope="module")
 def served(emoji: EmojiSearch) -> Iterator[str]:
     """One real server for the subprocess tests, with a short timeout the stalled-upload test can wait out."""

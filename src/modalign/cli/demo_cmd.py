@@ -1,16 +1,44 @@
-"""``modalign demo``: prepare emoji, fit InfoNCE-linear and Procrustes on 80% of concepts, evaluate on the rest."""
+"""``modalign demo``: prepare emoji, fit auto, InfoNCE-linear and Procrustes on 80% of concepts, evaluate on the rest.
+
+A rerun reuses each saved model whose fingerprint (the manifest's bytes, the method, the seed, the
+held-out share and the modalign version) matches, so a second ``make demo`` only evaluates; ``--refit``
+fits again.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
 
 import typer
 
+from modalign import __version__
+from modalign.align.model import AlignedModel
 from modalign.cli._ui import console, metrics_table, progress_bars
+from modalign.errors import ModalignError
 
 HOLDOUT = 0.2
+
+
+def demo_fingerprint(manifest: Path, method: str, seed: int) -> str:
+    """What a saved demo model was fitted from; a model with another fingerprint is fitted again."""
+    digest = hashlib.sha256(manifest.read_bytes())
+    digest.update(json.dumps({"method": method, "seed": seed, "holdout": HOLDOUT, "version": __version__},
+                             sort_keys=True).encode())
+    return digest.hexdigest()
+
+
+def reusable_model(folder: Path, fingerprint: str) -> AlignedModel | None:
+    """The model saved in ``folder`` when it loads and was fitted from ``fingerprint``; else None."""
+    if not (folder / "config.json").exists():
+        return None
+    try:
+        model = AlignedModel.load(folder)
+    except (ModalignError, OSError, ValueError):
+        return None  # a damaged or foreign folder is fitted again, not trusted
+    return model if model.training.get("demo_fingerprint") == fingerprint else None
 
 
 def demo_command(
@@ -19,6 +47,7 @@ def demo_command(
     styles: str = typer.Option("noto,openmoji", "--styles", help="emoji styles: noto, openmoji, fluent-3d, google"),
     seed: int = typer.Option(0, "--seed"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
+    refit: bool = typer.Option(False, "--refit", help="fit every model again, even when a saved one matches"),
 ) -> None:
     """End to end on the built-in emoji dataset: text↔image retrieval on held-out concepts."""
     from modalign.align import TrainerSettings, fit
@@ -48,10 +77,17 @@ def demo_command(
     with progress_bars() as update:
         models = {}
         for label, method in methods.items():
-            model = fit(train, ["image", "text"], method=method, cache=feature_cache,
-                        settings=TrainerSettings(seed=seed), progress=update)
-            model.training["holdout"] = {"fraction": HOLDOUT, "seed": seed}
-            model.save(out / "models" / method)
+            folder = out / "models" / method
+            fingerprint = demo_fingerprint(prepared.manifest, method, seed)
+            model = None if refit else reusable_model(folder, fingerprint)
+            if model is not None:
+                console.print(f"{label}: reusing {folder} (same data, method, seed and version; --refit fits again)")
+            else:
+                model = fit(train, ["image", "text"], method=method, cache=feature_cache,
+                            settings=TrainerSettings(seed=seed), progress=update)
+                model.training["holdout"] = {"fraction": HOLDOUT, "seed": seed}
+                model.training["demo_fingerprint"] = fingerprint
+                model.save(folder)
             models[label] = model
     console.rule("[bold]3/3 evaluate on held-out concepts")
     with progress_bars() as update:
