@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from helpers.cli import run_cli
@@ -20,11 +21,12 @@ from modalign.encoders import EncoderOptionError, get_encoder
 from modalign.encoders.effnet import EfficientNetLite0Encoder
 from modalign.encoders.hf_text import HFTextEncoder
 from modalign.encoders.minilm import MiniLMEncoder
+from modalign.encoders.onnx_runtime import narrowing_matmuls
 
 TEXTS = ["grinning face", "red heart", "flag: Germany", "a cat face with tears of joy", "thumbs up", "x"]
 #: fp32 onnxruntime vs torch: same graph, other kernels (measured: worst cosine 1 - 2e-7, worst |diff| 1e-5)
 FP32_COSINE = 0.9999
-#: int8 vs torch: measured worst cosine 0.98 (MiniLM), 0.92 (EfficientNet-Lite0 head) on emoji
+#: int8 vs torch: measured worst cosine 0.98 (MiniLM), 0.99 (EfficientNet-Lite0 head) on emoji (runtimes-demo-results)
 INT8_COSINE = 0.9
 
 
@@ -68,6 +70,20 @@ def test_effnet_onnx_equals_torch_every_layer(images: list[Path], onnx_cache: Pa
     assert graphs(onnx_cache) == built
 
 
+def test_effnet_int8_is_close_and_keeps_the_first_and_last_three_convolutions_fp32(
+        images: list[Path], onnx_cache: Path) -> None:
+    ref = EfficientNetLite0Encoder().encode(images)["head"]
+    enc = EfficientNetLite0Encoder(runtime="onnx-int8")
+    close = cosines(enc.encode(images)["head"], ref)
+    assert close.min() >= INT8_COSINE and close.min() < FP32_COSINE  # quantized, so not the fp32 features
+    assert "int8_scheme=2" in enc.cache_id and "runtime=onnx-int8" in enc.cache_id
+    int8 = onnx.load(str(next(onnx_cache.glob("effnet-lite0-*-onnx-int8.onnx"))))
+    dequantized = {out for n in int8.graph.node if n.op_type == "DequantizeLinear" for out in n.output}
+    quantized = [n.input[1] in dequantized for n in int8.graph.node if n.op_type == "Conv"]
+    assert quantized[:3] == [False] * 3 and quantized[-3:] == [False] * 3
+    assert all(quantized[3:-3]) and len(quantized) > 40
+
+
 def test_minilm_onnx_equals_torch_and_int8_is_close(onnx_cache: Path) -> None:
     ref = MiniLMEncoder().encode(TEXTS)
     fp32 = MiniLMEncoder(runtime="onnx").encode(TEXTS, batch_size=4)
@@ -79,11 +95,24 @@ def test_minilm_onnx_equals_torch_and_int8_is_close(onnx_cache: Path) -> None:
     assert any(n.startswith("minilm-") and n.endswith("-onnx-int8.onnx") for n in graphs(onnx_cache))
 
 
+def test_int8_text_graph_keeps_the_feed_forward_down_projections_fp32(onnx_cache: Path) -> None:
+    MiniLMEncoder(runtime="onnx-int8")
+    fp32 = next(p for p in onnx_cache.glob("minilm-*-onnx.onnx"))
+    kept = narrowing_matmuls(fp32)
+    # MiniLM-L6: the six (1536, 384) down-projections, not the attention output (384, 384) or the up-projection
+    assert kept == [f"/model/encoder/layer.{i}/output/dense/MatMul" for i in range(6)]
+    int8 = onnx.load(str(next(p for p in onnx_cache.glob("minilm-*-onnx-int8.onnx"))))
+    ops = {n.name: n.op_type for n in int8.graph.node}
+    assert all(ops[name] == "MatMul" for name in kept)
+    assert sum(op == "MatMulInteger" for op in ops.values()) == 30  # the other 36 - 6 weight MatMuls
+
+
 def test_runtime_is_part_of_the_cache_id() -> None:
     ids = {rt: get_encoder("minilm", runtime=rt).cache_id for rt in ("torch", "onnx", "onnx-int8")}
     assert len(set(ids.values())) == 3
     assert ids["torch"] == get_encoder("minilm").cache_id == "minilm@1"  # torch keeps the id it always had
     assert "runtime=onnx-int8" in ids["onnx-int8"]
+    assert "int8_scheme=2" in ids["onnx-int8"]  # a new quantization never reuses older int8 features
     assert get_encoder("minilm", runtime="onnx-int8").config() == {"runtime": "onnx-int8"}
 
 
@@ -157,9 +186,9 @@ def test_saved_model_recreates_its_runtime(images: list[Path], tmp_path: Path) -
     assert config["image"]["encoder"]["config"] == {"runtime": "onnx"}
     assert config["text"]["encoder"]["config"] == {"runtime": "onnx-int8"}
     model = load(model_dir)
-    assert model.encoder_for("text").cache_id == "minilm@1,runtime=onnx-int8"
+    assert model.encoder_for("text").cache_id == "minilm@1,int8_scheme=2,runtime=onnx-int8"
     stores = sorted(os.listdir(cache))
-    assert any(s.startswith("minilm_1_runtime_onnx-int8") for s in stores), stores
+    assert any(s.startswith("minilm_1_int8_scheme_2_runtime_onnx-int8") for s in stores), stores
     assert any(s.startswith("effnet-lite0_1_crop_True_runtime_onnx") for s in stores), stores
 
 

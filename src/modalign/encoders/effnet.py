@@ -96,7 +96,9 @@ class EfficientNetLite0Encoder(Encoder):
     version = "1"
     batch_size = 32
 
-    graph_version = "1"  # bump when _stage_module or the quantization changes, so cached exports are rebuilt
+    graph_version = "2"  # bump when _stage_module or the quantization changes, so cached exports are rebuilt
+    #: part of the int8 feature-cache id: 2 = the first and last three convolutions kept fp32
+    int8_scheme = 2
 
     def __init__(self, crop: bool = True, runtime: str = "torch") -> None:
         self.runtime = check_runtime(self.name, runtime)
@@ -170,7 +172,9 @@ class EfficientNetLite0Encoder(Encoder):
 
     def feature_config(self) -> dict[str, Any]:
         # torch features keep the id they had before runtimes existed, so existing caches stay valid
-        return {"crop": self.crop} if self.runtime == "torch" else self.config()
+        if self.runtime == "torch":
+            return {"crop": self.crop}
+        return self.config() | ({"int8_scheme": self.int8_scheme} if self.runtime == "onnx-int8" else {})
 
     def preprocess(self, items: Sequence[Any]) -> np.ndarray:
         """Items -> (B, 3, 224, 224) float32 model input."""

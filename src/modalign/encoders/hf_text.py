@@ -10,7 +10,7 @@ import numpy as np
 
 from modalign.encoders.base import Encoder
 from modalign.encoders.onnx_runtime import check_runtime
-from modalign.encoders.text_batch import TextGraph, hidden_states
+from modalign.encoders.text_batch import TextGraph, hidden_states, text_feature_config
 from modalign.encoders.weights import weight_files
 
 POOLINGS = ("mean", "cls")
@@ -61,8 +61,7 @@ class HFTextEncoder(Encoder):
         return {"pooling": self.pooling, "max_length": self.max_length, "runtime": self.runtime}
 
     def feature_config(self) -> dict[str, Any]:
-        # torch features keep the id they had before runtimes existed, so existing caches stay valid
-        return {k: v for k, v in self.config().items() if k != "runtime" or v != "torch"}
+        return text_feature_config(self.config())
 
     def weight_files(self) -> Sequence[Path]:
         return weight_files(self.path)

@@ -11,7 +11,7 @@ import numpy as np
 from modalign.encoders.base import Encoder
 from modalign.encoders.onnx_runtime import check_runtime
 from modalign.encoders.registry import ENCODERS
-from modalign.encoders.text_batch import TextGraph, hidden_states
+from modalign.encoders.text_batch import TextGraph, hidden_states, text_feature_config
 from modalign.encoders.weights import weight_files
 
 
@@ -59,8 +59,7 @@ class MiniLMEncoder(Encoder):
         return {"runtime": self.runtime}
 
     def feature_config(self) -> dict[str, Any]:
-        # torch features keep the id they had before runtimes existed, so existing caches stay valid
-        return {} if self.runtime == "torch" else self.config()
+        return text_feature_config(self.config())
 
     @property
     def dim(self) -> int:

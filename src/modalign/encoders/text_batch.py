@@ -9,11 +9,24 @@ from typing import Any
 
 import numpy as np
 
-from modalign.encoders.onnx_runtime import GraphKey, exported_graph, quantize_matmuls, session, torch_export
+from modalign.encoders.onnx_runtime import GraphKey, exported_graph, quantize_text_matmuls, session, torch_export
 from modalign.errors import ItemError
 
-#: bump when ``_States`` or the export arguments change, so cached text graphs are rebuilt
-TEXT_GRAPH_VERSION = "1"
+#: bump when ``_States``, the export arguments or the quantization change, so cached text graphs are rebuilt
+TEXT_GRAPH_VERSION = "2"
+#: part of an int8 text encoder's feature-cache id: 2 = feed-forward down-projections kept fp32
+TEXT_INT8_SCHEME = 2
+
+
+def text_feature_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A text encoder's feature-cache config: torch features keep the id they had before runtimes existed
+    (no ``runtime`` key), and int8 ones name their quantization scheme, so a new scheme never reuses old
+    int8 features."""
+    runtime = config.get("runtime", "torch")
+    out = {k: v for k, v in config.items() if k != "runtime" or runtime != "torch"}
+    if runtime == "onnx-int8":
+        out["int8_scheme"] = TEXT_INT8_SCHEME
+    return out
 
 
 def texts_of(items: Sequence[Any]) -> list[str]:
@@ -43,7 +56,7 @@ class TextGraph:
         self._tokenizer = tokenizer
         self._n_states = int(model.config.num_hidden_layers) + 1
         key = GraphKey(name, TEXT_GRAPH_VERSION, tuple(weight_files))
-        path = exported_graph(key, runtime, lambda dst: self._export(model, dst), quantize_matmuls)
+        path = exported_graph(key, runtime, lambda dst: self._export(model, dst), quantize_text_matmuls)
         self._session = session(path)
         self._inputs = [i.name for i in self._session.get_inputs()]
 
