@@ -160,7 +160,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def servers(index_dir: Path, extra: list[str], n: int = 1) -> Iterator[list[str]]:
+def servers(index_dir: Path, extra: list[str], n: int = 1) -> Iterator[tuple[list[str], list[int]]]:
     import httpx
 
     procs, urls = [], []
@@ -181,7 +181,7 @@ def servers(index_dir: Path, extra: list[str], n: int = 1) -> Iterator[list[str]
                 if time.monotonic() > deadline:
                     raise RuntimeError("the server did not start in 300 s")
                 time.sleep(0.2)
-        yield urls
+        yield urls, [proc.pid for proc in procs]
     finally:
         for proc in procs:
             proc.terminate()
@@ -207,7 +207,16 @@ class Queries:
         return out
 
 
-async def load(urls: list[str], payloads: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` (all its threads), from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load(urls: list[str], payloads: list[dict[str, Any]], concurrency: int,
+               server_pids: list[int] | None = None) -> dict[str, Any]:
+    """Send ``payloads`` from ``concurrency`` client loops; latencies, and the CPU time the clients (this
+    process) and the servers spent per request, which says where the 2 cores went."""
     import httpx
 
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -231,11 +240,15 @@ async def load(urls: list[str], payloads: list[dict[str, Any]], concurrency: int
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     clients = [httpx.AsyncClient(base_url=u, timeout=120, limits=limits) for u in urls]
+    pids = server_pids or []
+    server_cpu0, client_cpu0 = sum(cpu_seconds(p) for p in pids), time.process_time()
     start = time.perf_counter()
     try:
         await asyncio.gather(*(worker(clients[w % len(clients)]) for w in range(concurrency)))
     finally:
         wall = time.perf_counter() - start
+        client_cpu = time.process_time() - client_cpu0
+        server_cpu = sum(cpu_seconds(p) for p in pids) - server_cpu0
         for c in clients:
             await c.aclose()
     every = np.asarray(text_lat + image_lat) * 1000
@@ -243,7 +256,10 @@ async def load(urls: list[str], payloads: list[dict[str, Any]], concurrency: int
             "p50_ms": float(np.percentile(every, 50)), "p99_ms": float(np.percentile(every, 99)),
             "text_p50_ms": float(np.percentile(text_lat, 50)) * 1000 if text_lat else None,
             "image_p50_ms": float(np.percentile(image_lat, 50)) * 1000 if image_lat else None,
-            "images": len(image_lat), "errors": len(errors), "first_errors": errors[:3]}
+            "images": len(image_lat), "errors": len(errors), "first_errors": errors[:3],
+            "client_cpu_ms_per_request": client_cpu / len(payloads) * 1000,
+            "server_cpu_ms_per_request": server_cpu / len(payloads) * 1000 if pids else None,
+            "cpu_busy": (client_cpu + server_cpu) / (wall * (os.cpu_count() or 1))}
 
 
 VARIANTS = {"before (--max-batch 1)": (["--max-batch", "1"], 1),
@@ -257,12 +273,12 @@ def bench_server(index_dir: Path, queries: Queries, requests_per_client: int) ->
     for r in range(2):
         for name in order if r == 0 else order[::-1]:  # ABBA: a slow spell of the machine hits all alike
             extra, n_proc = VARIANTS[name]
-            with servers(index_dir, extra, n_proc) as urls:
+            with servers(index_dir, extra, n_proc) as (urls, pids):
                 asyncio.run(load(urls, queries.take(48), 8))  # warm-up: encoders, threads, connections
                 runs = []
                 for clients in CLIENTS:
                     n = max(160, requests_per_client * clients)
-                    runs.append(asyncio.run(load(urls, queries.take(n), clients)))
+                    runs.append(asyncio.run(load(urls, queries.take(n), clients, pids)))
                     print(json.dumps({"variant": name, "round": r, **runs[-1]}), flush=True)
                 rounds[name].append(runs)
     best = {name: [max((rs[i] for rs in runs), key=lambda x: x["qps"]) for i in range(len(CLIENTS))]
@@ -281,13 +297,15 @@ def markdown(results: dict[str, Any]) -> str:
                      f"images {raw['image_qps']:.0f}/s.\n")
     server = results.get("server")
     if server:
-        lines += ["| server | clients | queries/s | × raw | p50 ms | p99 ms | errors |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["| server | clients | queries/s | × raw | p50 ms | p99 ms | errors | server CPU ms/query | "
+                  "client CPU ms/query | cores busy |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, runs in server["best"].items():
             for run in runs:
                 ratio = f"{run['qps'] / raw['text_qps']:.2f}" if raw else "-"
+                cpu = [run.get("server_cpu_ms_per_request"), run.get("client_cpu_ms_per_request"), run.get("cpu_busy")]
+                cells = " | ".join("" if v is None else f"{v:.1f}" if i < 2 else f"{v:.0%}" for i, v in enumerate(cpu))
                 lines.append(f"| {name} | {run['clients']} | {run['qps']:.0f} | {ratio} | {run['p50_ms']:.0f} | "
-                             f"{run['p99_ms']:.0f} | {run['errors']} |")
+                             f"{run['p99_ms']:.0f} | {run['errors']} | {cells} |")
         lines.append(f"\n(text queries, every {server['image_every']}th an image upload; better of two ABBA rounds)")
     demo = results.get("demo")
     if demo:
