@@ -324,8 +324,11 @@ def markdown(results: dict[str, Any]) -> str:
                 # against the raw rate of the same queries: text alone, or the mix with images
                 ratio = f"{run['qps'] / (raw['text_qps'] if text_only else mixed):.2f}" if raw else "-"
                 kind = "text only" if text_only else "mix"
-                cpu = [run.get("server_cpu_ms_per_request"), run.get("client_cpu_ms_per_request"), run.get("cpu_busy")]
-                cells = " | ".join("" if v is None else f"{v:.1f}" if i < 2 else f"{v:.0%}" for i, v in enumerate(cpu))
+                server_ms, client_ms, busy = (run.get(k) for k in ("server_cpu_ms_per_request",
+                                                                   "client_cpu_ms_per_request", "cpu_busy"))
+                cells = " | ".join(("" if server_ms is None else f"{server_ms:.1f}",
+                                    "" if client_ms is None else f"{client_ms:.1f}",
+                                    "" if busy is None else f"{busy:.0%}"))
                 lines.append(f"| {name} | {run['clients']} | {kind} | {run['qps']:.0f} | {ratio} | "
                              f"{run['p50_ms']:.0f} | {run['p99_ms']:.0f} | {run['errors']} | {cells} |")
         lines.append(f"\n(mix: text queries, every {server['image_every']}th an image upload; text only: text queries; "
