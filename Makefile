@@ -42,6 +42,7 @@ bench: install system-deps
 	$(PY) benchmarks/fit_memory.py --json benchmarks/fit-memory-results.json
 	# server queries/s, p50/p99 at 1/8/32 clients vs the raw batched encoder + search; demo wall time and RSS
 	$(PY) benchmarks/server_load.py --json benchmarks/server-results.json --markdown benchmarks/server-results.md
+	$(PY) benchmarks/server_memory.py --json benchmarks/server-memory-results.json --markdown benchmarks/server-memory-results.md
 	# encoder runtimes: items/s torch vs onnx vs onnx-int8, cosine to torch, emoji held-out R@1 per runtime (docs/encoders.md)
 	$(PY) benchmarks/runtimes.py --json benchmarks/runtimes-results.json --markdown benchmarks/runtimes-results.md
 

@@ -12,7 +12,8 @@ One run, in this order:
 3. Raw: texts encoded 64 at a time and searched as one batch (``encode_batch`` + ``search_embeddings``),
    with the server's one torch thread; 64 images the same way. Best of 3 rounds.
 4. ``modalign serve`` as a real process on a free port, each variant in turn: ``--max-batch 1`` (one
-   request at a time: the server before micro-batching), the default micro-batching, and two batched
+   request at a time: the server before micro-batching), the default micro-batching, ``--workers 2``
+   (two worker processes on one port over one memory-mapped copy of the index), and two separate batched
    processes side by side (clients split between them). 1, 8 and 32 concurrent httpx clients send
    distinct text queries (never in the query cache), every 16th an image upload, then 32 clients with text
    queries only. Each is compared with the raw rate of the same queries (text only: the raw text rate; the
@@ -48,6 +49,8 @@ EXE = str(Path(sys.executable).parent / "modalign")
 CLIENTS = (1, 8, 32)
 IMAGE_EVERY = 16
 BATCH = 64
+#: client loops per httpx connection pool
+POOL = 8
 
 
 # ---------------------------------------------------------------------------------------------- demo
@@ -192,7 +195,14 @@ def servers(index_dir: Path, extra: list[str], n: int = 1) -> Iterator[tuple[lis
                 if time.monotonic() > deadline:
                     raise RuntimeError("the server did not start in 300 s")
                 time.sleep(0.2)
-        yield urls, [proc.pid for proc in procs]
+        workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 0
+        deadline = time.monotonic() + 300
+        # a worker answers once it has loaded its encoders; all are up once each maps the shared vectors
+        while workers and sum(mapped_shared(c) for p in procs for c in descendants(p.pid)) < workers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {workers} workers did not start in 300 s")
+            time.sleep(0.2)
+        yield urls, [pid for proc in procs for pid in (proc.pid, *descendants(proc.pid))]
     finally:
         for proc in procs:
             proc.terminate()
@@ -216,6 +226,30 @@ class Queries:
             else:
                 out.append({"json": {"text": f"{self.words[i % len(self.words)]} {i}", "k": 10}})
         return out
+
+
+def descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, theirs, and so on (Linux /proc)."""
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            out += [int(child), *descendants(int(child))]
+    return out
+
+
+def mapped_shared(pid: int) -> bool:
+    """Whether ``pid`` maps a ``serve --workers`` shared-vectors file."""
+    return "modalign-serve-" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Proportional set size of ``pids`` together (a page shared by k processes counts 1/k to each), MiB."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total / 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -249,8 +283,12 @@ async def load(urls: list[str], payloads: list[dict[str, Any]], concurrency: int
                 errors.append(repr(exc))
             (image_lat if "files" in payload else text_lat).append(time.perf_counter() - start)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    clients = [httpx.AsyncClient(base_url=u, timeout=120, limits=limits) for u in urls]
+    # one connection pool per POOL client loops, pools spread over the urls: httpx's pool costs the load
+    # generator CPU per request that grows with its size (32 connections in one pool: ~11 ms of client CPU
+    # per query against ~8 ms in two pools of 16), and the client shares the 2 cores with the server
+    pools = max(len(urls), -(-concurrency // POOL))
+    limits = httpx.Limits(max_connections=POOL, max_keepalive_connections=POOL)
+    clients = [httpx.AsyncClient(base_url=urls[i % len(urls)], timeout=120, limits=limits) for i in range(pools)]
     pids = server_pids or []
     server_cpu0, client_cpu0 = sum(cpu_seconds(p) for p in pids), time.process_time()
     start = time.perf_counter()
@@ -275,12 +313,14 @@ async def load(urls: list[str], payloads: list[dict[str, Any]], concurrency: int
 
 VARIANTS = {"before (--max-batch 1)": (["--max-batch", "1"], 1),
             "after (micro-batching)": ([], 1),
-            "after, 2 processes": ([], 2)}
+            "--workers 2 (one port)": (["--workers", "2"], 1),
+            "2 processes (two ports)": ([], 2)}
 
 
-def bench_server(index_dir: Path, queries: Queries, requests_per_client: int) -> dict[str, Any]:
-    rounds: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in VARIANTS}
-    order = list(VARIANTS)
+def bench_server(index_dir: Path, queries: Queries, requests_per_client: int,
+                 variants: list[str] | None = None) -> dict[str, Any]:
+    order = variants or list(VARIANTS)
+    rounds: dict[str, list[list[dict[str, Any]]]] = {name: [] for name in order}
     for r in range(2):
         for name in order if r == 0 else order[::-1]:  # ABBA: a slow spell of the machine hits all alike
             extra, n_proc = VARIANTS[name]
@@ -294,7 +334,7 @@ def bench_server(index_dir: Path, queries: Queries, requests_per_client: int) ->
                 # text queries only, comparable with the raw text rate
                 n = max(160, requests_per_client * CLIENTS[-1])
                 runs.append({**asyncio.run(load(urls, queries.take(n, images=False), CLIENTS[-1], pids)),
-                             "text_only": True})
+                             "text_only": True, "pss_mb": pss_mb(pids), "processes": len(pids)})
                 print(json.dumps({"variant": name, "round": r, **runs[-1]}), flush=True)
                 rounds[name].append(runs)
     best = {name: [max((rs[i] for rs in runs), key=lambda x: x["qps"]) for i in range(len(CLIENTS) + 1)]
@@ -333,6 +373,11 @@ def markdown(results: dict[str, Any]) -> str:
                              f"{run['p50_ms']:.0f} | {run['p99_ms']:.0f} | {run['errors']} | {cells} |")
         lines.append(f"\n(mix: text queries, every {server['image_every']}th an image upload; text only: text queries; "
                      "better of two ABBA rounds)")
+        memory = [f"{name} {runs[-1]['pss_mb']:.0f} MiB in {runs[-1]['processes']} processes"
+                  for name, runs in server["best"].items() if "pss_mb" in runs[-1]]
+        if memory:
+            lines.append("\nMemory of the server processes after the text-only load (PSS: a page shared by k "
+                         "processes counts 1/k to each): " + "; ".join(memory) + ".")
     demo = results.get("demo")
     if demo:
         lines.append("")
@@ -349,6 +394,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=100, help="emoji concepts in the index (× 4 styles)")
     ap.add_argument("--parts", default="demo,raw,server")
     ap.add_argument("--requests-per-client", type=int, default=40)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="server variants, comma-separated names")
     ap.add_argument("--json", type=Path, default=Path("benchmarks/server-results.json"))
     ap.add_argument("--markdown", type=Path, default=Path("benchmarks/server-results.md"))
     args = ap.parse_args()
@@ -362,7 +408,8 @@ def main() -> None:
     if "raw" in parts:
         results["raw"] = bench_raw(index_dir, words, images)
     if "server" in parts:
-        results["server"] = bench_server(index_dir, Queries(words, images), args.requests_per_client)
+        results["server"] = bench_server(index_dir, Queries(words, images), args.requests_per_client,
+                                         args.variants.split(","))
     results["load_average_at_end"] = os.getloadavg()
     args.json.write_text(json.dumps(results, indent=2))
     args.markdown.write_text(markdown(results))

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -293,3 +294,20 @@ def test_lancedb_ann_index_and_rows_added_after_it(emoji: EmojiSearch, tmp_path:
         assert recall >= 0.95, recall
         assert [r.ids[0] for r in found] == list(range(50)) + list(range(BATCH, BATCH + 50))
     index.close()
+
+
+def test_serve_workers_over_lancedb_and_not_over_a_milvus_lite_file(indexes: dict[str, Path]) -> None:
+    """LanceDB opens in any number of processes: ``serve --workers 2`` answers as the local index does.
+    A Milvus Lite file is locked to one process: --workers is one line and exit code 2, before any worker."""
+    from test_server import serve
+
+    said = run_cli(["serve", "--index", str(indexes["milvus"]), "--port", "0", "--workers", "2"], code=2)
+    assert "Milvus Lite locks its file" in " ".join(said.split()) and "Traceback" not in said
+    local = _open(indexes["local"])
+    text = next(t for t in local.catalog.text if t)
+    want = [h.id for h in local.search(text, modality="text", k=5)]
+    with serve(indexes["lancedb"], "--workers", "2") as url:
+        r = httpx.post(url + "/search", json={"text": text, "k": 5}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert [h["id"] for h in r.json()["results"]] == want
+        assert r.json()["results"] and httpx.get(url + "/health", timeout=10).json()["process"]["workers"] == 2

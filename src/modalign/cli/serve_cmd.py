@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import ipaddress
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from modalign.cli._ui import console, err_console, fail
+from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app, open_index
+from modalign.cli.serve_workers import failed_reason, port_socket, supervise
 from modalign.errors import ModalignError
+from modalign.search import Index
+from modalign.search.store import IndexStore
+from modalign.search.stores import one_process_only
+from modalign.server import ServerSettings
 
 
 def _is_loopback(host: str) -> bool:
@@ -43,50 +53,69 @@ def serve_command(
                                         "query waits for others to share its batch"),
     hubness: bool = typer.Option(False, "--hubness", help="re-score text/image/audio queries by the index's "
                                  "hubness statistics (CSLS or inverted softmax, from `modalign index --hubness`)"),
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="server processes sharing the port, each "
+                                "with its own encoders and event loop; an exact index's vectors are written once "
+                                "to a temporary folder (TMPDIR) and memory-mapped by all of them"),
 ) -> None:
     """Serve POST /search, GET /items/{id}, /health, the OpenAPI schema (/docs) and the web page (/)."""
-    import torch
     import uvicorn
-
-    from modalign.server import ServerSettings, create_app
 
     if not (index_dir / "index.json").is_file():
         raise fail(f"--index {index_dir}: not a modalign index (run `modalign index` first)")
     if data_root is not None and not data_root.is_dir():
         raise fail(f"--data-root {data_root}: not a folder")
-    torch.set_num_threads(torch_threads)
     settings = ServerSettings(max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_text_chars=max_text_chars,
                               max_k=max_k, cors_origins=tuple(cors_origin), body_timeout_s=timeout,
-                              search_timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms)
-    try:
-        app = create_app(index_dir, settings, data_root=data_root)
-    except (ModalignError, ValueError) as exc:
-        raise fail(str(exc)) from None
-    if hubness:
-        from modalign.search.hubness import use_hubness
-
-        try:
-            stats = use_hubness(app.state.index, folder=index_dir)
-        except ModalignError as exc:
-            raise fail(str(exc)) from None
-        console.print(f"hubness {stats.method} {'k' if stats.method == 'csls' else 'β'}={stats.value:g}")
+                              search_timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
+                              workers=workers)
+    plan = ServePlan(index_dir=str(index_dir), data_root=None if data_root is None else str(data_root),
+                     settings=settings, hubness=hubness, torch_threads=torch_threads)
     if not _is_loopback(host):
         err_console.print(f"[yellow]warning:[/] listening on {host}: the API has no authentication; anyone who "
                           "can reach this address can search the index and fetch its items")
-    index = app.state.index
-    if index.model is not None:
-        with console.status("loading encoders"):
-            # load weights before listening, so the first search is not the slow one
-            try:
-                for modality in index.model.modalities:
-                    index.model.encoder_for(modality)
-            except (ModalignError, ValueError, KeyError) as exc:
-                # a path gone, a plugin not installed or changed weights: say which spec, not a traceback
-                message = str(exc).strip("'\"")
-                raise fail(f"modality {modality!r}: {message}") from None
-    where = index.backend if index.vstore.kind == "local" else f"{index.vstore.kind} store"
-    console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {where}) on http://{host}:{port}/",
-                  highlight=False)
     # idle keep-alive connections are closed after 5 s, so parked clients do not pile up
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level in ("info", "debug"),
-                timeout_keep_alive=5)
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "timeout_keep_alive": 5,
+                               "access_log": log_level in ("info", "debug")}
+    if workers == 1:
+        try:
+            app = build_app(plan)
+        except ServeSetupError as exc:
+            raise fail(str(exc)) from None
+        _say_serving(index_dir, app.state.index, host, port, "")
+        uvicorn.run(app, **options)
+        return
+    try:
+        only_one = one_process_only(IndexStore(index_dir).manifest.store, index_dir)
+    except ModalignError as exc:
+        raise fail(str(exc)) from None
+    if only_one is not None:
+        raise fail(f"--workers {workers}: {only_one}; serve it with one process")
+    with tempfile.TemporaryDirectory(prefix="modalign-serve-") as shared:
+        try:
+            index = open_index(plan)
+        except ServeSetupError as exc:
+            raise fail(str(exc)) from None
+        try:
+            index.share(shared)
+        except OSError as exc:
+            raise fail(f"cannot write the index's shared vectors to {shared}: {exc.strerror or exc} "
+                       "(set TMPDIR to a folder with room)") from None
+        try:
+            held = port_socket(host, port)  # holds the port (never listens) while the workers bind it too
+        except OSError as exc:
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        with held:
+            port = held.getsockname()[1]
+            _say_serving(index_dir, index, host, port, f" with {workers} workers")
+            index.close()  # the workers map the shared copy or open the store themselves; this process supervises
+            del index
+            gc.collect()
+            if not supervise(dataclasses.replace(plan, shared=shared), host, port, {**options, "port": port},
+                             workers):
+                raise fail(failed_reason(shared) or "a worker could not start")
+
+
+def _say_serving(index_dir: Path, index: Index, host: str, port: int, how: str) -> None:
+    where = index.backend if index.vstore.kind == "local" else f"{index.vstore.kind} store"
+    console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {where}) on http://{host}:{port}/{how}",
+                  highlight=False)

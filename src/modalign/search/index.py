@@ -27,6 +27,7 @@ from modalign.search.query import QueryError, embed_query
 from modalign.search.rerank import rerank
 from modalign.search.routing import CorpusStats, Ranked, check_routing, merge
 from modalign.search.routing import target_modalities as pick_targets
+from modalign.search.shared import SharedVectors
 from modalign.search.sources import SourceResolver
 from modalign.search.stats_sums import RunningSums
 from modalign.search.store import IndexStore
@@ -39,7 +40,7 @@ MAX_K = 10_000
 QUERY_CACHE = 2048
 
 
-class Index(DatabaseCorpora):
+class Index(DatabaseCorpora, SharedVectors):
     def __init__(self, dim: int, backend: str = "exact", backend_params: Mapping[str, Any] | None = None,
                  model: Any = None, store: VectorStore | None = None) -> None:
         BACKENDS.get(backend)  # a clear error for an unknown name
@@ -87,13 +88,15 @@ class Index(DatabaseCorpora):
         return index
 
     @classmethod
-    def open(cls, folder: str | Path, data_root: str | Path | None = None) -> Index:
+    def open(cls, folder: str | Path, data_root: str | Path | None = None, shared: str | Path | None = None) -> Index:
         """Load an index folder for searching (no lock: writers only ever add files and swap index.json).
 
         ``data_root``: the folder the items' relative source paths resolve against, for a dataset that
         moved since it was indexed (default: where it was, else where it is from the index; sources.py).
+        ``shared``: a folder another process filled with :meth:`share` from this same index; its vectors
+        are memory-mapped instead of read (``shared.py``).
         """
-        return cls._load(IndexStore(folder), data_root)
+        return cls._load(IndexStore(folder), data_root, None if shared is None else Path(shared))
 
     @classmethod
     @contextlib.contextmanager
@@ -136,7 +139,7 @@ class Index(DatabaseCorpora):
                 index._writable = False
 
     @classmethod
-    def _load(cls, store: IndexStore, data_root: str | Path | None = None) -> Index:
+    def _load(cls, store: IndexStore, data_root: str | Path | None = None, shared: Path | None = None) -> Index:
         man = store.manifest
         vstore = open_store(man.store, store.folder, man.dim, man.backend, man.backend_params)
         index = cls(man.dim, man.backend, man.backend_params, model=store.load_model(), store=vstore)
@@ -145,11 +148,14 @@ class Index(DatabaseCorpora):
             index._sums = RunningSums.load(store.load_stats())
         index.sources = SourceResolver(store.folder, data_root)
         parts = []
-        for segment in store.segments():
+        mapped = shared is not None and not vstore.durable
+        for segment in store.segments(with_vectors=not mapped):
             index.catalog.apply(segment)
             if segment.vectors is not None:
                 parts.append(segment.vectors)
         index._vectors = np.concatenate(parts) if parts else np.zeros((0, man.dim), np.float32)
+        # exact corpora come filled from the shared folder (their vectors and statistics): nothing to add
+        index.corpora.update(index._map_shared(shared) if mapped and shared is not None else {})
         index._alive = index.catalog.alive_mask()
         for m in index.catalog.modalities():
             corpus = index._corpus(m)
@@ -169,6 +175,9 @@ class Index(DatabaseCorpora):
                     index.corpora[m] = Corpus(index._new_backend(m))
             index._sync(m)
         return index
+
+    def _generation(self) -> int:
+        return self._store.manifest.generation if self._store is not None else 0
 
     def _new_backend(self, modality: str) -> SearchBackend:
         return self.vstore.corpus(modality)
@@ -237,7 +246,8 @@ class Index(DatabaseCorpora):
             if len(stale) and corpus.backend.removes:
                 corpus.backend.remove(stale)
                 held[stale] = False
-            corpus.stats = CorpusStats.from_vectors(self._vectors[want])
+            if len(add) or len(stale) or corpus.stats is None:  # else: held == want, the statistics stand
+                corpus.stats = CorpusStats.from_vectors(self._vectors[want])
         corpus.held = held
         corpus.n_stale = int(np.count_nonzero(held & ~want))
         corpus.n_alive = int(np.count_nonzero(want))

@@ -161,11 +161,12 @@ class IndexStore:
             raise ConfigError(f"{self.folder}: index file {name} is corrupt (checksum mismatch)")
         return path
 
-    def segments(self) -> Iterator[Segment]:
+    def segments(self, with_vectors: bool = True) -> Iterator[Segment]:
+        """Each segment in order; ``with_vectors=False`` reads (and checks) only its log."""
         for record in self.manifest.segments:
             log = json.loads(self._checked(record, "json").read_text())
             vectors = None
-            if record.entries and f"{record.name}.safetensors" in record.sha256:  # else: in the store
+            if with_vectors and record.entries and f"{record.name}.safetensors" in record.sha256:  # else: in the store
                 vectors = load_file(str(self._checked(record, "safetensors")))["vectors"]
                 if vectors.shape != (record.entries, self.manifest.dim) or len(log["entries"]) != record.entries:
                     raise ConfigError(f"{self.folder}: segment {record.name} has inconsistent sizes")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,7 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
             "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_text_chars": cfg.max_text_chars,
                        "max_k": cfg.max_k},
             "batching": {"max_batch": cfg.max_batch, "wait_ms": cfg.batch_wait_ms, "on": runner.batched},
+            "process": {"pid": os.getpid(), "workers": cfg.workers, "shared_vectors": idx.shared_from is not None},
         }
 
     @app.post("/search", response_model=SearchResponse, summary="Search with text, an image, audio or an item id",

@@ -25,6 +25,8 @@ class ServerSettings:
     max_batch: int = 64
     #: milliseconds a query waits for others to share its batch (less once max_batch are waiting)
     batch_wait_ms: float = 5.0
+    #: server processes sharing the port (``serve --workers``); each one runs this app
+    workers: int = 1
 
 
 class SearchRequest(BaseModel):

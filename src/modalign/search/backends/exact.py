@@ -35,6 +35,14 @@ class ExactBackend(SearchBackend):
         self._vectors = np.concatenate([self._vectors, vectors])
         self._ids = np.concatenate([self._ids, np.asarray(ids, np.int64)])
 
+    def adopt(self, vectors: np.ndarray, ids: np.ndarray) -> None:
+        """Hold ``vectors`` as they are (a memory-mapped array stays mapped); they are never written to."""
+        self._vectors, self._ids = vectors, np.asarray(ids, np.int64)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The held (vectors, ids), not copies: for writing them out, not for changing them."""
+        return self._vectors, self._ids
+
     def remove(self, ids: np.ndarray) -> None:
         keep = ~np.isin(self._ids, np.asarray(ids, np.int64))
         self._vectors, self._ids = np.ascontiguousarray(self._vectors[keep]), self._ids[keep]

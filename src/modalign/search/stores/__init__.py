@@ -46,5 +46,15 @@ def open_store(record: Mapping[str, Any], folder: Path, dim: int, backend: str,
     return cls(where, str(record["prefix"]), dim, record.get("params") or {})
 
 
+def one_process_only(record: Mapping[str, Any], folder: Path) -> str | None:
+    """Why only one process at a time can open this store, or None (any number can: serve --workers)."""
+    if record.get("kind") != "milvus":
+        return None
+    where = resolve_location(folder, record.get("uri"), DEFAULT_LOCATION["milvus"])
+    if "://" in where:
+        return None
+    return f"Milvus Lite locks its file {where} to one process (a Milvus server, milvus://, has no such limit)"
+
+
 __all__ = ["DEFAULT_LOCATION", "STORE_KINDS", "ExternalCorpus", "LanceStore", "LocalStore", "MilvusStore",
-           "VectorStore", "new_store_record", "open_store"]
+           "VectorStore", "new_store_record", "one_process_only", "open_store"]
