@@ -242,14 +242,19 @@ def mapped_shared(pid: int) -> bool:
     return "modalign-serve-" in Path(f"/proc/{pid}/maps").read_text()
 
 
-def pss_mb(pids: list[int]) -> float:
-    """Proportional set size of ``pids`` together (a page shared by k processes counts 1/k to each), MiB."""
+def proc_kb_field_mb(pids: list[int], file: str, field: str) -> float:
+    """``field`` (a kB line of /proc/PID/``file``) summed over ``pids``, in MiB."""
     total = 0
     for pid in pids:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(field + ":"):
                 total += int(line.split()[1])
     return total / 1024
+
+
+def pss_mb(pids: list[int]) -> float:
+    """Proportional set size of ``pids`` together (a page shared by k processes counts 1/k to each), MiB."""
+    return proc_kb_field_mb(pids, "smaps_rollup", "Pss")
 
 
 def cpu_seconds(pid: int) -> float:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from server_load import emoji_index, pss_mb, servers  # the same index and process helpers
+from server_load import emoji_index, proc_kb_field_mb, pss_mb, servers  # the same index and process helpers
 
 VARIANTS = {"1 process": ([], 1), "--workers 2 (one port)": (["--workers", "2"], 1),
             "2 processes (two ports)": ([], 2)}
@@ -56,12 +56,7 @@ def grown_index(index_dir: Path, out: Path, rows: int, seed: int = 0) -> Path:
 
 
 def rss_mb(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
+    return proc_kb_field_mb(pids, "status", "VmRSS")
 
 
 def measure(index_dir: Path, queries: list[str]) -> dict[str, Any]:

@@ -216,3 +216,66 @@ def test_worker_sockets_accept_connections_with_nodelay() -> None:
         return value
 
     assert asyncio.run(accepted_nodelay()) != 0
+
+
+def test_statistics_follow_the_alive_entries_when_a_backend_cannot_remove() -> None:
+    """HNSW keeps a deleted entry (stale); when that entry is alive again, nothing is added and nothing is
+    stale, yet the calibration statistics must cover it again. They are recomputed whenever the set of
+    entries they were computed over differs from the alive ones, and kept only when it is the same."""
+    from modalign.search.routing import CorpusStats
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 16)).astype(np.float32)
+    index = Index.from_vectors({"text": vectors}, backend="hnsw")
+    corpus = index.corpora["text"]
+    index.delete(["text-3"])
+    assert corpus.n_stale == 1 and corpus.stats.n == 39
+    index._alive[3] = True  # what re-ingesting the same item does: its entry is alive again
+    index._sync("text")
+    expect = CorpusStats.from_vectors(index._vectors[index._alive])
+    assert corpus.stats.n == 40
+    np.testing.assert_allclose(corpus.stats.mean, expect.mean, atol=1e-6)
+    before = corpus.stats
+    index._sync("text")
+    assert corpus.stats is before  # nothing changed: the statistics stand
+
+
+def test_a_replacement_for_a_changed_index_leaves_the_others_serving(emoji: EmojiSearch, tmp_path: Path) -> None:
+    """A worker killed after the index changed is replaced by one that refuses the old shared copy: its slot
+    stays empty and the other worker goes on serving. Killing the supervisor stops the workers too."""
+    folder = tmp_path / "index"
+    shutil.copytree(emoji.index_dir, folder)
+    with serve_process(folder, "--workers", "2") as (url, proc):
+        deadline = time.monotonic() + 300
+        while len(maps := {w: f for w in _children(proc.pid) if (f := _mapped_files(w)) and
+                           any(x.endswith("vectors.npy") for x in f)}) < 2:
+            assert time.monotonic() < deadline, "workers not ready"
+            time.sleep(0.5)
+        with Index.edit(folder) as index:
+            index.delete([emoji.rows[0]["id"]])
+        victim, survivor = sorted(maps)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 300
+        while True:  # the replacement starts, refuses the changed index and exits
+            workers = [w for w in _children(proc.pid) if w != victim and Path(f"/proc/{w}/cmdline").read_bytes()
+                       .find(b"spawn_main") >= 0]
+            if workers == [survivor]:
+                time.sleep(1.0)
+                if [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()] \
+                        == [survivor]:
+                    break
+            assert time.monotonic() < deadline, workers
+            time.sleep(0.5)
+        for _ in range(5):
+            assert httpx.get(url + "/health", timeout=10).json()["process"]["pid"] == survivor
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while Path(f"/proc/{survivor}").exists() and b"zombie" not in Path(f"/proc/{survivor}/status").read_bytes():
+            assert time.monotonic() < deadline, "the worker outlived its supervisor"
+            time.sleep(0.5)
+        # read only now: the worker held the output pipe open too
+        said = proc.stdout.read().decode() if proc.stdout else ""
+        assert "slot stays empty" in said and "the index changed since its vectors were shared" in said, said
+    shutil.rmtree(Path(next(f for f in maps[survivor] if f.endswith("vectors.npy"))).parent, ignore_errors=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import gc
 import ipaddress
+import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import typer
 
 from modalign.cli._ui import console, err_console, fail
 from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app, open_index
-from modalign.cli.serve_workers import failed_reason, port_socket, supervise
+from modalign.cli.serve_workers import failed_reason, hold_port, supervise
 from modalign.errors import ModalignError
 from modalign.search import Index
 from modalign.search.store import IndexStore
@@ -90,6 +92,8 @@ def serve_command(
         raise fail(str(exc)) from None
     if only_one is not None:
         raise fail(f"--workers {workers}: {only_one}; serve it with one process")
+    # SIGTERM while the index is opened and shared unwinds like Ctrl-C, so the shared copy is deleted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     with tempfile.TemporaryDirectory(prefix="modalign-serve-") as shared:
         try:
             index = open_index(plan)
@@ -101,7 +105,7 @@ def serve_command(
             raise fail(f"cannot write the index's shared vectors to {shared}: {exc.strerror or exc} "
                        "(set TMPDIR to a folder with room)") from None
         try:
-            held = port_socket(host, port)  # holds the port (never listens) while the workers bind it too
+            held = hold_port(host, port)  # holds the port (never listens) while the workers bind it too
         except OSError as exc:
             raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         with held:
@@ -117,5 +121,6 @@ def serve_command(
 
 def _say_serving(index_dir: Path, index: Index, host: str, port: int, how: str) -> None:
     where = index.backend if index.vstore.kind == "local" else f"{index.vstore.kind} store"
-    console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {where}) on http://{host}:{port}/{how}",
+    address = f"[{host}]" if ":" in host else host
+    console.print(f"[green]serving[/] {index_dir} ({len(index)} items, {where}) on http://{address}:{port}/{how}",
                   highlight=False)

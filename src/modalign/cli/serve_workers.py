@@ -16,15 +16,17 @@ app from the plan and map the index vectors the parent shared (``search/shared.p
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 import signal
 import socket
 import sys
-import threading
+import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app
 
@@ -34,8 +36,12 @@ log = logging.getLogger(__name__)
 STARTUP_FAILURE = 3
 #: a worker that could not start leaves its one-line reason in this file of the shared folder
 FAILED_FILE = "failed-{pid}.txt"
-#: seconds a worker gets to finish its requests after SIGTERM before it is killed
+#: seconds the workers get to finish their requests after SIGTERM before they are killed
 STOP_GRACE_S = 30
+#: deaths per minute after which a worker slot is not refilled
+RESTARTS = 5
+#: prctl option: a signal for this process when its parent dies (Linux)
+PR_SET_PDEATHSIG = 1
 
 
 def port_socket(host: str, port: int) -> socket.socket:
@@ -55,21 +61,52 @@ def port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def hold_port(host: str, port: int) -> socket.socket:
+    """The parent's socket on (host, port), bound but never listening, that the workers' sockets join.
+
+    A plain bind first: it fails when anything listens on the port, also another SO_REUSEPORT server
+    (which would otherwise share the port and its connections with ours), and it resolves port 0."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        port = probe.getsockname()[1]
+    return port_socket(host, port)
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies, so a killed supervisor leaves no worker behind."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_worker(plan_json: str, host: str, port: int, options: dict[str, Any]) -> None:
     """One worker process: the plan's app on its own socket of the shared port, until SIGTERM / SIGINT."""
     import uvicorn
 
+    _die_with_parent()
+    # Ctrl-C reaches the whole process group; the parent stops the workers with SIGTERM, so a worker
+    # still loading its encoders ignores SIGINT instead of printing a KeyboardInterrupt traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     plan = ServePlan.from_json(plan_json)
     try:
         app = build_app(plan, quiet=True)
         sock = port_socket(host, port)
     except (ServeSetupError, OSError) as exc:
-        # every worker fails the same way: the parent says it once, and does not restart it
-        if plan.shared is not None:
-            (Path(plan.shared) / FAILED_FILE.format(pid=multiprocessing.current_process().pid)).write_text(
-                str(exc), encoding="utf-8")
-        sys.exit(STARTUP_FAILURE)
-    uvicorn.Server(uvicorn.Config(app, **options)).run(sockets=[sock])
+        _failed(plan, str(exc))
+    except Exception as exc:  # an encoder or plugin failing its own way: still one line, never a restart loop
+        _failed(plan, f"{type(exc).__name__}: {exc}")
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    server.run(sockets=[sock])
+    if not server.started:  # uvicorn returns when its startup fails (it logged why)
+        _failed(plan, "the server did not start")
+
+
+def _failed(plan: ServePlan, reason: str) -> NoReturn:
+    if plan.shared is not None:
+        path = Path(plan.shared) / FAILED_FILE.format(pid=multiprocessing.current_process().pid)
+        path.write_text(reason, encoding="utf-8")
+    sys.exit(STARTUP_FAILURE)
 
 
 def failed_reason(shared: str | Path) -> str | None:
@@ -80,36 +117,61 @@ def failed_reason(shared: str | Path) -> str | None:
 
 
 def supervise(plan: ServePlan, host: str, port: int, options: dict[str, Any], workers: int) -> bool:
-    """Run ``workers`` worker processes until SIGINT / SIGTERM; False when one could not start."""
+    """Run ``workers`` worker processes until SIGINT / SIGTERM; False when the first ones could not start
+    (or every worker has failed for good).
+
+    A worker of the first set that cannot start is fatal: the others would fail the same way. A later
+    replacement that cannot start (the index changed since serve started, say) is not: the slot stays
+    empty, with its reason logged, and the other workers go on serving. A worker that dies is replaced,
+    at most RESTARTS times per minute per slot."""
     ctx = multiprocessing.get_context("spawn")
-    stop = threading.Event()
-    failed = False
+    stopping: list[int] = []  # a plain list, not an Event: a signal handler must take no lock
 
     def start() -> BaseProcess:
         process = ctx.Process(target=run_worker, args=(plan.to_json(), host, port, options), daemon=False)
         process.start()
         return process
 
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    processes: list[BaseProcess] = []
+    previous = {sig: signal.signal(sig, lambda signum, _: stopping.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    slots: list[BaseProcess | None] = []
+    deaths: list[list[float]] = [[] for _ in range(workers)]
+    failed = False
     try:
-        processes = [start() for _ in range(workers)]
-        while not stop.wait(0.5):
-            for i, process in enumerate(processes):
-                if process.is_alive():
+        for _ in range(workers):
+            slots.append(start())
+        first_set = set(slots)
+        while not stopping:
+            time.sleep(0.5)
+            for i, process in enumerate(slots):
+                if process is None or process.is_alive():
                     continue
-                if process.exitcode == STARTUP_FAILURE:
+                code = process.exitcode
+                if code == STARTUP_FAILURE and process in first_set:
                     failed = True
-                    stop.set()
+                    stopping.append(0)
                     break
-                log.warning("worker %s ended with exit code %s; starting another", process.pid, process.exitcode)
-                processes[i] = start()
+                reason = failed_reason(plan.shared) if plan.shared else None
+                now = time.monotonic()
+                deaths[i] = [t for t in deaths[i] if now - t < 60] + [now]
+                if code == STARTUP_FAILURE or len(deaths[i]) > RESTARTS:
+                    log.warning("worker %s ended (exit code %s%s); its slot stays empty", process.pid, code,
+                                f": {reason}" if code == STARTUP_FAILURE and reason else "")
+                    slots[i] = None
+                else:
+                    log.warning("worker %s ended with exit code %s; starting another", process.pid, code)
+                    slots[i] = start()
+            if not stopping and all(p is None for p in slots):
+                log.warning("no worker is left")
+                failed = True
+                break
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.terminate()  # SIGTERM: uvicorn finishes the requests under way
-        for process in processes:
-            process.join(STOP_GRACE_S)
+        alive = [p for p in slots if p is not None and p.is_alive()]
+        for process in alive:
+            process.terminate()  # SIGTERM: uvicorn finishes the requests under way
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in alive:
+            process.join(max(0.0, deadline - time.monotonic()))
             if process.is_alive():
                 process.kill()
                 process.join()

@@ -29,6 +29,7 @@ class Corpus:
         self.n_stale = 0  # held but no longer alive (backends that cannot remove)
         self.n_alive = 0
         self.stats: CorpusStats | None = None
+        self.stats_of: np.ndarray | None = None  # the positions ``stats`` was computed over
         self.counted = np.zeros(0, dtype=bool)  # positions in the running sums (database stores)
 
 

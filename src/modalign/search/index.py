@@ -246,8 +246,9 @@ class Index(DatabaseCorpora, SharedVectors):
             if len(stale) and corpus.backend.removes:
                 corpus.backend.remove(stale)
                 held[stale] = False
-            if len(add) or len(stale) or corpus.stats is None:  # else: held == want, the statistics stand
+            if corpus.stats is None or corpus.stats_of is None or not np.array_equal(corpus.stats_of, want):
                 corpus.stats = CorpusStats.from_vectors(self._vectors[want])
+                corpus.stats_of = want
         corpus.held = held
         corpus.n_stale = int(np.count_nonzero(held & ~want))
         corpus.n_alive = int(np.count_nonzero(want))

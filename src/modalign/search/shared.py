@@ -88,6 +88,7 @@ class SharedVectors:
             mean = np.load(folder / f"{stem}.mean.npy", allow_pickle=False)
             cov = np.load(folder / f"{stem}.cov.npy", allow_pickle=False)
             corpus.stats = CorpusStats(len(ids), mean, cov)
+            corpus.stats_of = corpus.held.copy()  # an exact corpus holds exactly the entries its stats cover
             filled[modality] = corpus
         return filled
 

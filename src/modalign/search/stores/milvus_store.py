@@ -8,7 +8,10 @@ insert that returned; Milvus Lite writes each insert to its write-ahead log befo
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,6 +25,33 @@ _BATCH = 5000  # rows per insert / get / delete call (requests stay well under g
 _TEXT = 8192  # characters kept of an item's text or source path in the collection
 #: open MilvusStores per Milvus Lite path: the embedded server (and its folder lock) goes with the last one
 _LITE_USERS: dict[str, int] = {}
+#: faiss's message for a search-index file it could not read whole
+_TORN_INDEX_FILE = re.compile(r"read error in (\S+\.idx)\b")
+
+log = logging.getLogger(__name__)
+
+
+def load_collection(client: Any, collection: str, lite_folder: str | None) -> None:
+    """``client.load_collection``; under Milvus Lite also mends a search-index file a killed writer tore.
+
+    Milvus Lite builds each segment's HNSW sidecar (``*.idx``) on load and writes it in place, not through a
+    rename: a writer killed mid-write leaves a truncated file, and every later load fails on it. The
+    sidecar is derived from the segment's own rows, so it is deleted (only inside the store's folder) and
+    Milvus Lite builds it again.
+    """
+    for _ in range(64):  # one torn file per segment at most; a loop, never an endless one
+        try:
+            client.load_collection(collection)
+            return
+        except Exception as exc:  # pymilvus raises its own MilvusException for every server-side error
+            found = _TORN_INDEX_FILE.search(str(exc)) if lite_folder is not None else None
+            torn = Path(found.group(1)) if found else None
+            if torn is None or not torn.is_file() or not torn.resolve().is_relative_to(Path(lite_folder).resolve()):
+                raise
+            log.warning("%s: removing a search-index file Milvus Lite could not read (%s); it is built again",
+                        collection, torn.name)
+            torn.unlink()
+    client.load_collection(collection)
 
 
 def _client(uri: str) -> Any:
@@ -39,12 +69,13 @@ def _client(uri: str) -> Any:
 class MilvusCorpus(ExternalCorpus):
     name: ClassVar[str] = "milvus"
 
-    def __init__(self, client: Any, collection: str, dim: int, params: Mapping[str, Any]) -> None:
+    def __init__(self, client: Any, collection: str, dim: int, params: Mapping[str, Any],
+                 lite_folder: str | None = None) -> None:
         super().__init__(dim)
         self.client, self.collection, self.params = client, collection, {**DEFAULTS, **params}
         self.created = client.has_collection(collection)
-        if self.created:
-            client.load_collection(collection)  # a restarted Milvus keeps collections released until asked
+        if self.created:  # a restarted Milvus keeps collections released until asked
+            load_collection(client, collection, lite_folder)
         self._count = self._count_rows() if self.created else 0
 
     def config(self) -> dict[str, Any]:
@@ -154,7 +185,8 @@ class MilvusStore(VectorStore):
             _LITE_USERS[uri] = _LITE_USERS.get(uri, 0) + 1
 
     def corpus(self, modality: str) -> MilvusCorpus:
-        return MilvusCorpus(self.client, collection_name(self.prefix, modality), self.dim, self.params)
+        return MilvusCorpus(self.client, collection_name(self.prefix, modality), self.dim, self.params,
+                            self.uri if self.lite else None)
 
     def close(self) -> None:
         self.client.close()
