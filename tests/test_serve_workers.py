@@ -99,7 +99,11 @@ def _mapped_files(pid: int) -> set[str]:
             if len(line.split(maxsplit=5)) == 6}
 
 
-def test_serve_workers_share_one_mapped_index_and_answer_like_one_process(emoji: EmojiSearch) -> None:
+def test_serve_workers_share_one_mapped_index_and_answer_like_one_process(emoji: EmojiSearch,
+                                                                         tmp_path: Path) -> None:
+    """Then, on the same server: a worker killed after the index changed is replaced by one that refuses the
+    old shared copy; its slot stays empty and the other worker goes on serving. Killing the supervisor stops
+    the workers too. (One server for both parts: each start costs ~20 s on 2 cores.)"""
     from fastapi.testclient import TestClient
 
     from modalign.server import create_app
@@ -112,7 +116,9 @@ def test_serve_workers_share_one_mapped_index_and_answer_like_one_process(emoji:
         expect_image = [h["id"] for h in single.post("/search", files={"file": ("q.png", image, "image/png")},
                                                      data={"k": "5"}).json()["results"]]
 
-    with serve_process(emoji.index_dir, "--workers", "2") as (url, proc):
+    folder = tmp_path / "index"
+    shutil.copytree(emoji.index_dir, folder)
+    with serve_process(folder, "--workers", "2") as (url, proc):
         health = httpx.get(url + "/health", timeout=10).json()
         assert health["process"]["workers"] == 2 and health["process"]["shared_vectors"] is True
         # both workers are up once each maps the shared vectors file (a worker starts answering when ready)
@@ -154,10 +160,41 @@ def test_serve_workers_share_one_mapped_index_and_answer_like_one_process(emoji:
         for _ in range(40):  # /health says which process answered: always one of the two workers
             pids.add(httpx.get(url + "/health", timeout=10).json()["process"]["pid"])
         assert pids <= set(workers)
-        assert shared_dir.is_dir()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-    assert not shared_dir.exists()  # the shared copy goes with the server
+        _replacement_refuses_a_changed_index(emoji, folder, url, proc, workers)
+    shutil.rmtree(shared_dir, ignore_errors=True)  # the supervisor was killed: nobody deleted it
+
+
+def _replacement_refuses_a_changed_index(emoji: EmojiSearch, folder: Path, url: str, proc: subprocess.Popen,
+                                         workers: list[int]) -> None:
+    with Index.edit(folder) as index:
+        index.delete([emoji.rows[0]["id"]])
+    victim, survivor = workers
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 300
+
+    def spawned() -> list[int]:
+        return [w for w in _children(proc.pid) if w != victim and b"spawn_main" in Path(f"/proc/{w}/cmdline")
+                .read_bytes()]
+
+    while True:  # the replacement starts, refuses the changed index and exits
+        if spawned() == [survivor]:
+            time.sleep(1.0)  # the supervisor polls every 0.5 s: by now it has started the replacement
+            if spawned() == [survivor]:
+                break
+        assert time.monotonic() < deadline, spawned()
+        time.sleep(0.5)
+    for _ in range(5):
+        assert httpx.get(url + "/health", timeout=10).json()["process"]["pid"] == survivor
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{survivor}").exists() and b"zombie" not in Path(f"/proc/{survivor}/status").read_bytes():
+        assert time.monotonic() < deadline, "the worker outlived its supervisor"
+        time.sleep(0.5)
+    # read only now: the worker held the output pipe open too
+    said = proc.stdout.read().decode() if proc.stdout else ""
+    assert "slot stays empty" in said and "the index changed since its vectors were shared" in said, said
 
 
 def test_a_worker_that_cannot_load_its_encoder_ends_serve_with_one_line(emoji: EmojiSearch, tmp_path: Path) -> None:
@@ -238,44 +275,3 @@ def test_statistics_follow_the_alive_entries_when_a_backend_cannot_remove() -> N
     before = corpus.stats
     index._sync("text")
     assert corpus.stats is before  # nothing changed: the statistics stand
-
-
-def test_a_replacement_for_a_changed_index_leaves_the_others_serving(emoji: EmojiSearch, tmp_path: Path) -> None:
-    """A worker killed after the index changed is replaced by one that refuses the old shared copy: its slot
-    stays empty and the other worker goes on serving. Killing the supervisor stops the workers too."""
-    folder = tmp_path / "index"
-    shutil.copytree(emoji.index_dir, folder)
-    with serve_process(folder, "--workers", "2") as (url, proc):
-        deadline = time.monotonic() + 300
-        while len(maps := {w: f for w in _children(proc.pid) if (f := _mapped_files(w)) and
-                           any(x.endswith("vectors.npy") for x in f)}) < 2:
-            assert time.monotonic() < deadline, "workers not ready"
-            time.sleep(0.5)
-        with Index.edit(folder) as index:
-            index.delete([emoji.rows[0]["id"]])
-        victim, survivor = sorted(maps)
-        os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + 300
-        while True:  # the replacement starts, refuses the changed index and exits
-            workers = [w for w in _children(proc.pid) if w != victim and Path(f"/proc/{w}/cmdline").read_bytes()
-                       .find(b"spawn_main") >= 0]
-            if workers == [survivor]:
-                time.sleep(1.0)
-                if [w for w in _children(proc.pid) if b"spawn_main" in Path(f"/proc/{w}/cmdline").read_bytes()] \
-                        == [survivor]:
-                    break
-            assert time.monotonic() < deadline, workers
-            time.sleep(0.5)
-        for _ in range(5):
-            assert httpx.get(url + "/health", timeout=10).json()["process"]["pid"] == survivor
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-        deadline = time.monotonic() + 60
-        while Path(f"/proc/{survivor}").exists() and b"zombie" not in Path(f"/proc/{survivor}/status").read_bytes():
-            assert time.monotonic() < deadline, "the worker outlived its supervisor"
-            time.sleep(0.5)
-        # read only now: the worker held the output pipe open too
-        said = proc.stdout.read().decode() if proc.stdout else ""
-        assert "slot stays empty" in said and "the index changed since its vectors were shared" in said, said
-    shutil.rmtree(Path(next(f for f in maps[survivor] if f.endswith("vectors.npy"))).parent, ignore_errors=True)

@@ -296,21 +296,30 @@ def test_lancedb_ann_index_and_rows_added_after_it(emoji: EmojiSearch, tmp_path:
     index.close()
 
 
-def test_serve_workers_over_lancedb_and_not_over_a_milvus_lite_file(indexes: dict[str, Path]) -> None:
-    """LanceDB opens in any number of processes: ``serve --workers 2`` answers as the local index does.
-    A Milvus Lite file is locked to one process: --workers is one line and exit code 2, before any worker."""
-    from test_server import serve
+def test_serve_workers_over_lancedb_and_not_over_a_milvus_lite_file(indexes: dict[str, Path], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """LanceDB opens in any number of processes: ``serve --workers 2`` answers as the local index does, and
+    after SIGTERM exits 0 with its shared folder deleted. A Milvus Lite file is locked to one process:
+    --workers is one line and exit code 2, before any worker."""
+    from test_server import serve_process
 
     said = run_cli(["serve", "--index", str(indexes["milvus"]), "--port", "0", "--workers", "2"], code=2)
     assert "Milvus Lite locks its file" in " ".join(said.split()) and "Traceback" not in said
     local = _open(indexes["local"])
     text = next(t for t in local.catalog.text if t)
     want = [h.id for h in local.search(text, modality="text", k=5)]
-    with serve(indexes["lancedb"], "--workers", "2") as url:
+    shared_root = tmp_path / "tmp"
+    shared_root.mkdir()
+    monkeypatch.setenv("TMPDIR", str(shared_root))  # where serve puts its shared folder (serve_process passes it)
+    with serve_process(indexes["lancedb"], "--workers", "2") as (url, proc):
         r = httpx.post(url + "/search", json={"text": text, "k": 5}, timeout=60)
         assert r.status_code == 200, r.text
         assert [h["id"] for h in r.json()["results"]] == want
-        assert r.json()["results"] and httpx.get(url + "/health", timeout=10).json()["process"]["workers"] == 2
+        assert httpx.get(url + "/health", timeout=10).json()["process"]["workers"] == 2
+        assert next(p.name for p in shared_root.iterdir()).startswith("modalign-serve-")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0  # SIGTERM stops the workers and serve exits cleanly
+    assert list(shared_root.iterdir()) == []  # and the shared folder is gone
 
 
 def test_a_milvus_lite_search_index_file_torn_by_a_kill_is_rebuilt(indexes: dict[str, Path], tmp_path: Path,
