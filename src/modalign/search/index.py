@@ -148,14 +148,15 @@ class Index(DatabaseCorpora, SharedVectors):
             index._sums = RunningSums.load(store.load_stats())
         index.sources = SourceResolver(store.folder, data_root)
         parts = []
-        mapped = shared is not None and not vstore.durable
-        for segment in store.segments(with_vectors=not mapped):
+        mapped_from = None if vstore.durable else shared  # a database store keeps its vectors out of the process
+        for segment in store.segments(with_vectors=mapped_from is None):
             index.catalog.apply(segment)
             if segment.vectors is not None:
                 parts.append(segment.vectors)
         index._vectors = np.concatenate(parts) if parts else np.zeros((0, man.dim), np.float32)
         # exact corpora come filled from the shared folder (their vectors and statistics): nothing to add
-        index.corpora.update(index._map_shared(shared) if mapped and shared is not None else {})
+        if mapped_from is not None:
+            index.corpora.update(index._map_shared(mapped_from))
         index._alive = index.catalog.alive_mask()
         for m in index.catalog.modalities():
             corpus = index._corpus(m)
