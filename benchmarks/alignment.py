@@ -344,8 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown method(s) {unknown}; known: {list(METHODS)}")
     seeds, epochs, patience = args.seeds, args.epochs, args.patience
-    if args.quick:  # smoke test: auto cross-validates the closed forms only (trained ones past a 2 s budget)
-        METHODS["auto"] = {"method": "auto", "options": {"budget_s": 2.0}}
+    if args.quick:  # smoke test
         seeds, epochs, patience = 2, 15, 5
     default_sizes = "100,all" if args.quick else ",".join(map(str, SIZES))
     sizes: list[int | str] = [s if s == "all" else int(s) for s in (args.sizes or default_sizes).split(",")]

@@ -63,7 +63,7 @@ def main() -> int:
 
             t0 = time.perf_counter()
             table = fit(method="auto", val_fraction=0.1,
-                        options={"candidates": default + whitened, "budget_s": 0}).info["auto"]["table"]
+                        options={"candidates": default + whitened}).info["auto"]["table"]
             cv_s = time.perf_counter() - t0
             scored = {r["candidate"]: r for r in table if "mean" in r}
             picks = {}

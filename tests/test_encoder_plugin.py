@@ -57,13 +57,16 @@ def test_plugin_fit_eval_index_serve(plugin: str, emoji_data: Path, tmp_path: Pa
              "--epochs", "30", "--holdout", "0.25", "--cache", str(cache), "--out", str(model)])
     enc = json.loads((model / "config.json").read_text())["modalities"]["text"]["encoder"]
     assert enc["name"] == plugin and enc["config"] == {"buckets": 128} and len(enc["weights_sha256"]) == 64
+    # the model names a plugin: opening it runs the plugin's code, which the user allows with --trust-code
+    said = run_cli(["eval", "--model", str(model), "--data", str(emoji_data), "--cache", str(cache)], code=2)
+    assert "imports and runs code" in " ".join(said.split())
     run_cli(["eval", "--model", str(model), "--data", str(emoji_data), "--cache", str(cache),
-             "--json", str(tmp_path / "eval.json")])
+             "--json", str(tmp_path / "eval.json"), "--trust-code"])
     assert json.loads((tmp_path / "eval.json").read_text())["directions"]["text->image"]["R@1"] >= 0
     run_cli(["index", "--model", str(model), "--data", str(emoji_data), "--out", str(index_dir),
-             "--cache", str(cache)])
+             "--cache", str(cache), "--trust-code"])
     row = json.loads(emoji_data.read_text().splitlines()[0])
-    with serve(index_dir) as url:
+    with serve(index_dir, "--trust-code") as url:
         r = httpx.post(url + "/search", json={"text": row["text"], "k": 3, "modalities": ["text"]}, timeout=60)
         assert r.status_code == 200, r.text
         assert r.json()["results"][0]["text"] == row["text"]
@@ -73,10 +76,10 @@ def test_plugin_fit_eval_index_serve(plugin: str, emoji_data: Path, tmp_path: Pa
     # without the plugin the saved model cannot be recreated: one line naming it, exit 2 (serve too)
     _pip("uninstall", "-y", DIST)
     try:
-        out = run_cli(["eval", "--model", str(model), "--data", str(emoji_data)], code=2)
+        out = run_cli(["eval", "--model", str(model), "--data", str(emoji_data), "--trust-code"], code=2)
         assert f"encoder {plugin!r}" in out  # this process still has it loaded: its weight file is gone
         proc = subprocess.run([str(Path(sys.executable).parent / "modalign"), "serve", "--index", str(index_dir),
-                               "--port", "0"], capture_output=True, text=True, timeout=300)
+                               "--port", "0", "--trust-code"], capture_output=True, text=True, timeout=300)
         assert proc.returncode == 2, proc.stdout + proc.stderr
         assert f"unknown encoder {plugin!r}: not a built-in and no installed plugin" in proc.stderr
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

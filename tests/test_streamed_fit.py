@@ -132,12 +132,12 @@ def test_validation_is_scored_on_a_capped_fixed_subset(monkeypatch):
 
 
 def test_chunked_validation_equals_one_block():
-    from modalign.align.trainer import _both_ways_r_at_1
+    from modalign.align.trainer import both_ways_r_at_1
 
     rng = np.random.default_rng(1)
     za = rng.standard_normal((700, 8)).astype(np.float32)
     zb = za + 0.8 * rng.standard_normal((700, 8)).astype(np.float32)
     groups = rng.integers(0, 500, 700)  # some shared groups: several relevant items per query
-    one = _both_ways_r_at_1(za, zb, groups, chunk=1000)
-    chunked = _both_ways_r_at_1(za, zb, groups, chunk=128)
+    one = both_ways_r_at_1(za, zb, groups, chunk=1000)
+    chunked = both_ways_r_at_1(za, zb, groups, chunk=128)
     assert 0.05 < one[0] < 0.95 and chunked == pytest.approx(one, abs=1e-12)

@@ -35,5 +35,9 @@ class ConfigError(ModalignError):
     """A model/index/config file is invalid."""
 
 
+class UntrustedCodeError(ConfigError):
+    """A model or index folder names code to run (``py:`` encoder, plugin) and the user did not allow it."""
+
+
 class StorageError(ModalignError):
     """A file could not be written or read: disk full, read-only folder, no permission (names the path)."""

@@ -2,11 +2,15 @@
 
 Candidates are (method, fixed knobs, input conditioning): closed forms over their small grids and a
 few trained losses on the step schedule. Each is fitted on k−1 folds of the training groups and
-scored on the held-back fold (mean R@1 of both directions of every pair, same group = relevant);
-held-out test rows never reach this module, since ``fit`` receives only the training part. The
-candidate with the best mean CV R@1 is refitted on every training row. Closed forms on one fold share
-one decomposition across their grid (``closed_form._memo``), so their grid costs little; trained
-candidates dominate the time and are skipped, in order, once the time budget is spent.
+scored on the held-back fold (R@1 of both directions of every pair, same group = relevant); held-out
+test rows never reach this module, since ``fit`` receives only the training part. The candidate with
+the best mean CV R@1 is refitted on every training row.
+
+The choice depends only on the data, the options and the seed, never on the clock. Its cost stays
+small by construction: CCA candidates that differ only in their power share one decomposition per fold
+(a power rescales the canonical directions), and a trained candidate goes on past the first fold only
+when it ranks among the best there (successive halving). ``budget_s`` is opt-in; with it, trained
+candidates left when the seconds are spent are skipped, and the choice then depends on time.
 """
 
 from __future__ import annotations
@@ -19,9 +23,19 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import torch
 
+from modalign.align.closed_form import ClosedFormSettings, conditioned
+from modalign.align.closed_form_grid import PairGrid
 from modalign.align.methods import METHODS, FitContext, MethodResult
-from modalign.align.trainer import TrainData, validation_score
+from modalign.align.trainer import (
+    Progress,
+    TrainData,
+    both_ways_r_at_1,
+    chance_r_at_1,
+    scored_rows,
+    validation_scores,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +86,20 @@ def _grid() -> dict[str, Candidate]:
 #: every candidate auto knows, by name (the ``--candidates`` vocabulary also takes method names)
 CANDIDATES: dict[str, Candidate] = _grid()
 DEFAULT_FOLDS = 3
-DEFAULT_BUDGET_S = 90.0
+#: a trained candidate continues past the first fold only when it ranks in this top on that fold
+HALVING_TOP = 3
 #: CV runs on at most this many rows (a seeded sample of whole groups); the refit uses every row
 MAX_CV_ROWS = 20_000
 
 
-#: left out of the default set: STRUCTURE never beat plain InfoNCE in our benchmarks (docs/alignment.md) and
-#: costs a third of the CV time; the PCA-whitening conditionings scored below the default grid's best in CV
-#: in 5 of 6 emoji/icons cases and lost on held-out data in the sixth (benchmarks/conditioning_cv.py,
-#: docs/alignment.md), and cost a D × D eigendecomposition per fold. Ask for them by name (or ``whiten``)
-NOT_BY_DEFAULT = {"infonce+structure+l2"} | {c.name for c in CANDIDATES.values() if c.input_norm.startswith("whiten")}
+#: left out of the default set (ask for them by name, by method, or ``whiten``):
+#: - trained candidates: picked by CV on small sets and then behind on held-out groups, and each costs more
+#:   than the whole closed-form grid (docs/alignment.md, "The default set");
+#: - ridge: never picked in the 84 auto fits of bench-align (7 datasets × 4 sizes × 3 seeds);
+#: - PCA-whitening conditionings: below the grid's best in CV in 5 of 6 emoji/icons cases, behind on held-out
+#:   data in the sixth (benchmarks/conditioning_cv.py), and a D × D eigendecomposition per fold.
+NOT_BY_DEFAULT = {c.name for c in CANDIDATES.values()
+                  if c.trained or c.input_norm.startswith("whiten") or c.method == "ridge"}
 
 
 def select_candidates(spec: str | Sequence[str] | None) -> list[Candidate]:
@@ -158,10 +176,27 @@ def _fit_candidate(ctx: FitContext, cand: Candidate, train: TrainData, seed: int
     return METHODS.get(cand.method)(candidate_context(ctx, cand, train, val))
 
 
+@dataclass
+class _Scores:
+    """Per-candidate CV bookkeeping: per-fold scores by direction, seconds, why it stopped."""
+
+    folds: dict[str, list[dict[str, float]]]
+    seconds: dict[str, float]
+    stopped: dict[str, str] = field(default_factory=dict)
+
+    def mean_on(self, name: str, fold: int) -> float:
+        return float(np.mean(list(self.folds[name][fold].values())))
+
+
 def cross_validate(ctx: FitContext, candidates: Sequence[Candidate], folds: int = DEFAULT_FOLDS,
-                   budget_s: float = DEFAULT_BUDGET_S,
-                   clock: Callable[[], float] = time.perf_counter) -> list[dict[str, Any]]:
-    """One row per candidate: CV R@1 per fold, mean, std, seconds; or why it was skipped."""
+                   budget_s: float | None = None, clock: Callable[[], float] | None = None,
+                   progress: Progress | None = None) -> list[dict[str, Any]]:
+    """One row per candidate: CV R@1 per fold and direction, mean, std, chance, seconds; or why it stopped.
+
+    ``clock`` only times the candidates (and enforces ``budget_s`` when given); the scores and so the
+    choice never depend on it. ``progress("cross-validate", done, total)`` reports every fitted fold.
+    """
+    clock = clock or time.perf_counter
     pool = _concat(ctx.train.in_memory(), ctx.val.in_memory() if ctx.val is not None else None)
     if len(pool) > MAX_CV_ROWS:
         rows = np.sort(np.random.default_rng(ctx.settings.seed).choice(len(pool), MAX_CV_ROWS, replace=False))
@@ -174,43 +209,128 @@ def cross_validate(ctx: FitContext, candidates: Sequence[Candidate], folds: int 
     pairs = pool.pairs()
     folds_data = [(_take(pool, np.concatenate([parts[j] for j in range(k) if j != f])), _take(pool, parts[f]))
                   for f in range(k)]
+    chance = [float(np.mean([chance_r_at_1(v.groups[v.present[a] & v.present[b]]) for a, b in pairs]))
+              for _, v in folds_data]
     start = clock()
-    scores: dict[str, list[float]] = {c.name: [] for c in candidates}
-    seconds: dict[str, float] = {c.name: 0.0 for c in candidates}
-    skipped: dict[str, str] = {}
+    book = _Scores(folds={c.name: [] for c in candidates}, seconds={c.name: 0.0 for c in candidates})
+    # progress in hundredths of a (candidate, fold) unit, so a trained fold moves the bar as it trains
+    total = 100 * k * len(candidates)
+    done = [0]
+
+    def tick(units: float) -> None:
+        done[0] += round(100 * units)
+        if progress is not None:
+            progress("cross-validate", min(done[0], total), total)
+        log.info("auto: cross-validation %d%% (%d candidates × %d folds)", 100 * done[0] // total,
+                 len(candidates), k)
+
+    def score(name: str, heads: dict[str, Any], f: int) -> None:
+        book.folds[name].append(validation_scores(heads, folds_data[f][1], pairs))
 
     def run(cand: Candidate, f: int) -> None:
         t0 = clock()
         try:
-            heads, _ = _fit_candidate(ctx, cand, folds_data[f][0], ctx.settings.seed + f)
-            scores[cand.name].append(validation_score(heads, folds_data[f][1], pairs))
+            fold_ctx = ctx
+            if cand.trained and progress is not None:
+                base = done[0]
+
+                def step(_stage: str, i: int, n: int) -> None:
+                    if progress is not None and n:
+                        progress("cross-validate", min(base + int(100 * i / n), total), total)
+                fold_ctx = replace(ctx, progress=step)
+            heads, _ = _fit_candidate(fold_ctx, cand, folds_data[f][0], ctx.settings.seed + f)
+            score(cand.name, heads, f)
         except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. too few rows in a fold for this solver
-            skipped[cand.name] = str(exc)
-        seconds[cand.name] += clock() - t0
+            book.stopped[cand.name] = str(exc)
+        book.seconds[cand.name] += clock() - t0
 
     closed = [c for c in candidates if not c.trained]
-    # closed forms: fold by fold, so the grid of one fold reuses its decompositions (closed_form._memo)
-    for f in range(k):
-        for cand in closed:
-            if cand.name not in skipped:
-                run(cand, f)
-    # trained candidates dominate the time: once the budget is spent the rest are skipped
-    for cand in (c for c in candidates if c.trained):
-        if clock() - start > budget_s:
-            skipped[cand.name] = f"time budget of {budget_s:.0f} s spent"
-            continue
+    if len(ctx.modalities) == 2 and closed:
+        # two modalities: every closed form of one fold and conditioning from one set of decompositions
         for f in range(k):
-            if cand.name not in skipped:
+            for norm in dict.fromkeys(c.input_norm for c in closed):
+                family = [c for c in closed if c.input_norm == norm and c.name not in book.stopped]
+                t0 = clock()
+                try:
+                    for cand, scores in zip(family, _grid_scores(ctx, family, *folds_data[f]), strict=True):
+                        book.folds[cand.name].append(scores)
+                except (ValueError, np.linalg.LinAlgError) as exc:  # e.g. too few rows in a fold
+                    book.stopped.update({c.name: str(exc) for c in family})
+                for c in family:
+                    book.seconds[c.name] += (clock() - t0) / max(len(family), 1)
+                tick(len(family))
+    else:  # n modalities: each candidate is its own fit (closed_form._memo shares what it can)
+        for f in range(k):
+            for cand in closed:
+                if cand.name not in book.stopped:
+                    run(cand, f)
+                tick(1)
+    trained = [c for c in candidates if c.trained]
+    for cand in trained:  # successive halving: the first fold decides whether the others are worth it
+        if budget_s is not None and clock() - start > budget_s:
+            book.stopped[cand.name] = f"time budget of {budget_s:g} s spent"
+            tick(k)
+            continue
+        run(cand, 0)
+        tick(1)
+        if cand.name in book.stopped:
+            tick(k - 1)
+            continue
+        rivals = sorted((book.mean_on(n, 0) for n, v in book.folds.items() if v and n not in book.stopped),
+                        reverse=True)
+        mine = book.mean_on(cand.name, 0)
+        if k > 1 and rivals.index(mine) >= HALVING_TOP:
+            book.stopped[cand.name] = (f"dropped after fold 1 of {k}: R@1 {mine:.3f} ranked "
+                                       f"{rivals.index(mine) + 1} of {len(rivals)} there (top {HALVING_TOP} go on)")
+            tick(k - 1)
+            continue
+        for f in range(1, k):
+            if cand.name not in book.stopped:
                 run(cand, f)
-    table: list[dict[str, Any]] = []
-    for cand in candidates:
-        row: dict[str, Any] = {"candidate": cand.name, **cand.to_json(), "seconds": seconds[cand.name]}
-        if cand.name in skipped:
-            table.append({**row, "skipped": skipped[cand.name]})
-        else:
-            vals = scores[cand.name]
-            table.append({**row, "folds": vals, "mean": float(np.mean(vals)), "std": float(np.std(vals))})
-    return table
+            tick(1)
+    return [_table_row(c, book, chance) for c in candidates]
+
+
+def _grid_scores(ctx: FitContext, family: Sequence[Candidate], train: TrainData,
+                 val: TrainData) -> list[dict[str, float]]:
+    """R@1 by direction on ``val`` of each closed-form candidate of one conditioning, fitted on ``train``."""
+    a, b = ctx.modalities
+    settings = ClosedFormSettings("cca", dim=ctx.dim, input_norm=family[0].input_norm)
+    std, heads = conditioned(train.features, train.present, [a, b], settings, ())
+    shared = train.present[a] & train.present[b]
+    if shared.sum() < 3:
+        raise ValueError(f"{a!r} and {b!r} share {int(shared.sum())} rows in a fold")
+    anchor = ctx.options.get("anchor") or a
+    grid = PairGrid(std[anchor][shared], std[b if anchor == a else a][shared], ctx.dim)
+    idx = scored_rows(val.present[a] & val.present[b])
+    with torch.no_grad():
+        val_std = {m: heads[m].standardize(torch.as_tensor(np.asarray(val.features[m])[idx])).numpy() for m in (a, b)}
+    out = []
+    for cand in family:
+        mats = dict(zip((anchor, b if anchor == a else a), grid.matrices(cand.method, cand.options), strict=True))
+        za, zb = (_unit(val_std[m] @ mats[m].astype(np.float32)) for m in (a, b))
+        out.append(dict(zip((f"{a}->{b}", f"{b}->{a}"), both_ways_r_at_1(za, zb, val.groups[idx]), strict=True)))
+    return out
+
+
+def _unit(z: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length, as ``F.normalize`` does (eps 1e-12)."""
+    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+
+
+def _table_row(cand: Candidate, book: _Scores, chance: list[float]) -> dict[str, Any]:
+    row: dict[str, Any] = {"candidate": cand.name, **cand.to_json(), "seconds": book.seconds[cand.name]}
+    per_fold = book.folds[cand.name]
+    if cand.name in book.stopped:
+        out = {**row, "skipped": book.stopped[cand.name]}
+        if per_fold:
+            out["folds"] = [float(np.mean(list(d.values()))) for d in per_fold]
+        return out
+    means = [float(np.mean(list(d.values()))) for d in per_fold]
+    directions = {d: [fold[d] for fold in per_fold] for d in per_fold[0]}
+    return {**row, "folds": means, "mean": float(np.mean(means)), "std": float(np.std(means)),
+            "directions": {d: {"mean": float(np.mean(v)), "std": float(np.std(v))} for d, v in directions.items()},
+            "chance": float(np.mean(chance[:len(per_fold)]))}
 
 
 def fit_auto(ctx: FitContext) -> MethodResult:
@@ -228,13 +348,15 @@ def fit_auto(ctx: FitContext) -> MethodResult:
     if not candidates:
         raise ValueError("auto: no candidate left to try")
     t0 = time.perf_counter()
+    budget = opts.get("budget_s")
     table = cross_validate(ctx, candidates, int(opts.get("folds", DEFAULT_FOLDS)),
-                           float(opts.get("budget_s", DEFAULT_BUDGET_S)))
+                           None if budget is None else float(budget), progress=ctx.progress)
     scored = [r for r in table if "mean" in r]
     if not scored:
         reasons = "; ".join(f"{r['candidate']}: {r['skipped']}" for r in table[:3])
         raise ValueError(f"auto: no candidate could be cross-validated ({reasons})")
-    best_row = max(scored, key=lambda r: (r["mean"], -r["std"]))
+    ranked = sorted(scored, key=lambda r: (r["mean"], -r["std"]), reverse=True)
+    best_row = ranked[0]
     best = CANDIDATES[best_row["candidate"]]
     cv_s = time.perf_counter() - t0
     # refit on every training row: closed forms take all of them; trained ones keep ctx.val to stop early
@@ -243,10 +365,19 @@ def fit_auto(ctx: FitContext) -> MethodResult:
     refit_ctx = candidate_context(ctx, best, train, ctx.val if best.trained else None)
     refit_ctx = replace(refit_ctx, progress=ctx.progress)
     heads, info = METHODS.get(best.method)(refit_ctx)
+    runner_up = ranked[1] if len(ranked) > 1 else None
+    summary: dict[str, Any] = {
+        "picked": best.name, **best.to_json(), "cv_R@1": best_row["mean"], "cv_std": best_row["std"],
+        "cv_directions": best_row["directions"], "chance_R@1": best_row["chance"],
+        "runner_up": None if runner_up is None else {"candidate": runner_up["candidate"], "cv_R@1": runner_up["mean"],
+                                                      "cv_std": runner_up["std"]},
+        "folds": len(best_row["folds"]),
+        "cv_rows": min(len(ctx.train) + (len(ctx.val) if ctx.val is not None else 0), MAX_CV_ROWS),
+        "cv_seconds": cv_s, "time_dependent": budget is not None, "table": table}
     # closed forms are refitted on the validation rows too: the CV mean is then the honest estimate
-    info = {**info, "val_R@1": ctx.val_score(heads) if best.trained else best_row["mean"],
-            "auto": {"picked": best.name, **best.to_json(), "cv_R@1": best_row["mean"], "cv_std": best_row["std"],
-                     "folds": len(best_row["folds"]), "cv_seconds": cv_s, "table": table}}
+    info = {**info, "val_R@1": ctx.val_score(heads) if best.trained else best_row["mean"], "auto": summary}
+    log.info("auto: picked %s, CV R@1 %.3f ± %.3f (chance %.3f) over %d folds in %.1f s", best.name,
+             best_row["mean"], best_row["std"], best_row["chance"], len(best_row["folds"]), cv_s)
     return heads, info
 
 

@@ -117,6 +117,7 @@ class ArrayFit:
     n_train: int
     n_val: int
     n_groups: int
+    layer_dims: dict[str, int]
 
 
 def fit_arrays(
@@ -173,7 +174,8 @@ def fit_arrays(
     fit_one = METHODS.get(method)
     heads, info = fit_seeds(fit_one, ctx, seeds, ensemble) if seeds > 1 else fit_one(ctx)
     return ArrayFit(heads={m: h.eval() for m, h in heads.items()}, chosen=chosen, info=info,
-                    layer_report=layer_report, n_train=len(train_idx), n_val=len(val_idx), n_groups=len(group_ids))
+                    layer_report=layer_report, n_train=len(train_idx), n_val=len(val_idx), n_groups=len(group_ids),
+                    layer_dims={m: int(features[m][chosen[m]].shape[1]) for m in modalities})
 
 
 def fit(
@@ -273,6 +275,9 @@ def fit(
         "n_groups": result.n_groups, "n_skipped": len(errors),
         "trained_groups": trained_groups.record(dataset.groups),
     }
+    if out_dim != dim:
+        training.update(dim_requested=dim, dim_note=dim_reason(out_dim, dim, locked, {
+            m: int(result.layer_dims[m]) for m in modalities}, result.n_train + result.n_val))
     if seeds > 1:
         training.update(seeds=seeds, ensemble=ensemble)
     metrics: dict[str, Any] = {"fit": info, "layers": {"chosen": result.chosen, **result.layer_report}}
@@ -280,6 +285,17 @@ def fit(
         metrics["history"] = history
     return AlignedModel(branches=branches, dim=out_dim, method=method, training=training, metrics=metrics,
                         fit_errors=errors)
+
+
+def dim_reason(out_dim: int, asked: int, locked: Sequence[str], widths: Mapping[str, int], n_rows: int) -> str:
+    """Why the space has ``out_dim`` dimensions when ``asked`` were asked for, in one sentence."""
+    if locked:
+        return f"the space is the locked modality {locked[0]!r}'s own features, {widths[locked[0]]}-d"
+    if out_dim < asked:
+        caps = ", ".join(f"{m} features {w}" for m, w in widths.items())
+        return (f"a closed-form space has at most min(feature widths, training pairs - 1) dimensions: {caps}, "
+                f"{n_rows} training rows")
+    return f"the method fixed {out_dim} dimensions"
 
 
 def _layer_for(modality: str, available: Sequence[str], default: str, layers: LayerChoice) -> str:

@@ -21,7 +21,9 @@ from modalign._io import atomic_write_bytes
 from modalign.align.heads.base import Head
 from modalign.align.heads.registry import build_head
 from modalign.align.model_card import write_model_card
-from modalign.errors import ConfigError
+from modalign.encoders.spec import code_specs
+from modalign.errors import ConfigError, UntrustedCodeError
+from modalign.settings import settings_path, trusted_encoders
 
 FORMAT = "modalign.aligned_model"
 FORMAT_VERSION = 1
@@ -121,7 +123,10 @@ class AlignedModel:
         return out
 
     @classmethod
-    def load(cls, directory: str | Path) -> AlignedModel:
+    def load(cls, directory: str | Path, trust_code: bool = False) -> AlignedModel:
+        """Read a model folder (safetensors + JSON). Opening it never runs code the folder names: an encoder
+        spec that would import and call code (``py:MODULE:FACTORY``, a plugin) stops the load with one
+        line unless ``trust_code`` is set or the user's settings list that spec (``modalign.settings``)."""
         from modalign.align.model_config import parse_model_config
 
         folder = Path(directory)
@@ -134,6 +139,8 @@ class AlignedModel:
                               "are safetensors + JSON only and never load pickled files")
         raw = _read_json(folder / "config.json")
         cfg = parse_model_config(raw, folder / "config.json")
+        if not trust_code:
+            check_no_code(folder / "config.json", {m: spec.encoder.name for m, spec in cfg.modalities.items()})
         weights_path = folder / "heads.safetensors"
         size = weights_path.stat().st_size if weights_path.is_file() else 0
         heads = {m: _planned_head(folder, m, spec.head, size) for m, spec in cfg.modalities.items()}
@@ -158,6 +165,24 @@ class AlignedModel:
         metrics_path = folder / "metrics.json"
         metrics = _read_json(metrics_path) if metrics_path.exists() else {}
         return cls(branches=branches, dim=cfg.dim, method=cfg.method, training=cfg.training, metrics=metrics)
+
+
+def check_no_code(where: Path, encoders: dict[str, str]) -> None:
+    """Refuse, in one line, an encoder spec of a saved file that would run code, unless the user's settings
+    trust it (``[trust] encoders``)."""
+    trusted: set[str] | None = None
+    for modality, spec in encoders.items():
+        code = code_specs(spec)
+        if not code:
+            continue
+        trusted = trusted_encoders() if trusted is None else trusted
+        untrusted = [c for c in code if c not in trusted]
+        if untrusted:
+            raise UntrustedCodeError(
+                f"{where}: the {modality} encoder {untrusted[0]!r} imports and runs code when it loads, and "
+                f"modalign does not run code named by a file it opens; if you trust whoever made this folder, "
+                f"pass --trust-code (Python: trust_code=True) or list {untrusted[0]!r} under [trust] encoders "
+                f"in {settings_path()}")
 
 
 def _read_json(path: Path) -> Any:
@@ -196,5 +221,6 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def load(directory: str | Path) -> AlignedModel:
-    return AlignedModel.load(directory)
+def load(directory: str | Path, trust_code: bool = False) -> AlignedModel:
+    """``AlignedModel.load``: a model folder; ``trust_code`` lets its encoders run the code they name."""
+    return AlignedModel.load(directory, trust_code=trust_code)

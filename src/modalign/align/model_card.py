@@ -33,7 +33,7 @@ def _scalars(block: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
             continue
         if isinstance(value, (int, float)):
             out.append((name, value))
-        elif isinstance(value, dict) and key not in ("directions", "CI95", "history"):
+        elif isinstance(value, dict) and key not in ("directions", "CI95", "history", "options", "params"):
             out.extend(_scalars(value, name + "."))
     return out
 
@@ -57,6 +57,49 @@ def _directions(block: Any, where: str = "") -> list[str]:
     return rows
 
 
+#: the trainer settings a trained method reads; closed forms read none of them
+TRAINED_SETTINGS = ("steps", "epochs", "batch_size", "lr", "weight_decay", "warmup", "seed", "patience")
+
+
+def _fitted(model: AlignedModel) -> tuple[str, dict[str, Any], bool]:
+    """(the method actually fitted, its knobs, whether it was trained): auto's pick, not "auto"."""
+    fit = model.metrics.get("fit") or {}
+    auto = fit.get("auto") if isinstance(fit.get("auto"), dict) else None
+    if auto is not None:
+        knobs = {**auto.get("options", {}), "input_norm": auto.get("input_norm")}
+        return str(auto.get("picked")), knobs, auto.get("method") not in ("procrustes", "cca", "ridge")
+    method = model.method
+    trained = method not in ("procrustes", "cca", "ridge")
+    return method, dict(fit.get("params") or {}) if not trained else {}, trained
+
+
+def _row_use(model: AlignedModel) -> str:
+    t = model.training
+    fit = model.metrics.get("fit") or {}
+    auto = fit.get("auto") if isinstance(fit.get("auto"), dict) else None
+    _, _, trained = _fitted(model)
+    if auto is not None and not trained:
+        return (f"{auto.get('cv_rows', '?')} training rows, all used by the fit; auto chose it by {auto.get('folds')}-"
+                "fold group cross-validation on them")
+    return f"{t.get('n_train_rows', '?')} train, {t.get('n_val_rows', '?')} validation"
+
+
+def _method_lines(model: AlignedModel) -> list[str]:
+    """The fitted method and only the settings it read, each once."""
+    t = model.training
+    name, knobs, trained = _fitted(model)
+    knob_text = ", ".join(f"{k}={v}" for k, v in knobs.items() if v is not None)
+    lines = [f"Method `{name}`" + (f" (chosen by `{model.method}`)" if name != model.method else "")
+             + (f": {knob_text}" if knob_text else "") + f"; dimension {model.dim}."]
+    if t.get("dim_note"):
+        lines.append(f"The dimension is {model.dim}, not the {t.get('dim_requested')} asked for: {t['dim_note']}.")
+    if trained:
+        settings = t.get("settings") or {}
+        used = ", ".join(f"{k}={settings[k]}" for k in TRAINED_SETTINGS if settings.get(k) is not None)
+        lines.append(f"Head `{t.get('head', '?')}`; training: {used}.")
+    return lines
+
+
 def render_model_card(model: AlignedModel) -> str:
     t = model.training
     holdout = t.get("holdout") or {}
@@ -66,7 +109,7 @@ def render_model_card(model: AlignedModel) -> str:
         f"the **{model.method}** method on frozen encoders (only the small heads were trained).", "",
         "## Data", "",
         f"- manifest: `{t.get('manifest', 'unknown')}`",
-        f"- rows: {t.get('n_rows', '?')} ({t.get('n_train_rows', '?')} train, {t.get('n_val_rows', '?')} validation), "
+        f"- rows: {t.get('n_rows', '?')} ({_row_use(model)}), "
         f"groups: {t.get('n_groups', '?')}, skipped bad rows: {t.get('n_skipped', 0)}",
         f"- held-out groups: {holdout.get('fraction', 0)} of the groups (seed {holdout.get('seed', 0)}), never seen "
         "in training; `modalign eval --split test` scores on them", "",
@@ -75,12 +118,13 @@ def render_model_card(model: AlignedModel) -> str:
     ]
     for m, b in model.branches.items():
         lines.append(f"| {m} | {b.kind} | `{b.encoder}` | {b.layer} | {b.head.config().get('name', '?')} |")
-    lines += ["", f"Method `{model.method}`, head `{t.get('head', '?')}`, dimension {model.dim}, "
-              f"settings: `{t.get('settings', {})}`.", "", "## Metrics", ""]
+    lines += ["", *_method_lines(model), "", "## Metrics", ""]
     rows = _directions(model.metrics)
     if rows:
         lines += ["| block | direction | metric | value | 95% CI |", "|---|---|---|---|---|", *rows, ""]
     scalars = _scalars(model.metrics)
+    if isinstance((model.metrics.get("fit") or {}).get("auto"), dict):  # auto's val_R@1 is its CV mean: once
+        scalars = [(k, v) for k, v in scalars if k != "fit.val_R@1"]
     if scalars:
         lines += [f"- {name}: {_fmt(value)}" for name, value in scalars] + [""]
     if not rows and not scalars:

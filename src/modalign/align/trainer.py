@@ -51,32 +51,57 @@ def _device_of(module: torch.nn.Module) -> torch.device:
 
 def validation_score(heads: dict[str, Head], data: TrainData, pairs: list[tuple[str, str]],
                      max_rows: int | None = None, metric: str = "R@1") -> float:
-    """Mean R@1 over both directions of every pair (same group = relevant), on ≤ ``max_rows`` rows
-    (default ``MAX_VAL_ROWS``). Embeds on the heads' device; the ranking runs in numpy."""
+    """Mean R@1 (or MRR) over both directions of every pair (same group = relevant), on ≤ ``max_rows``
+    rows (default ``MAX_VAL_ROWS``). Embeds on the heads' device; the ranking runs in numpy."""
+    scores = validation_scores(heads, data, pairs, max_rows, metric)
+    return float(np.mean(list(scores.values()))) if scores else float("nan")
+
+
+def validation_scores(heads: dict[str, Head], data: TrainData, pairs: list[tuple[str, str]],
+                      max_rows: int | None = None, metric: str = "R@1") -> dict[str, float]:
+    """``validation_score`` per direction: ``{"a->b": R@1, "b->a": R@1, ...}`` (pairs with < 2 rows left out)."""
     max_rows = max_rows or MAX_VAL_ROWS
-    scores = []
+    scores: dict[str, float] = {}
     with torch.no_grad():
         for a, b in pairs:
             rows = data.present[a] & data.present[b]
             if rows.sum() < 2:
                 continue
-            idx = np.flatnonzero(rows)
-            if len(idx) > max_rows:  # the same subset every epoch: scores stay comparable
-                idx = np.sort(np.random.default_rng(0).choice(idx, max_rows, replace=False))
-                rows = np.zeros_like(rows)
-                rows[idx] = True
+            idx = scored_rows(rows, max_rows)
+            rows = np.zeros_like(rows)
+            rows[idx] = True
             za = F.normalize(heads[a](take_rows(data.features[a], idx, _device_of(heads[a]))), dim=1).cpu().numpy()
             zb = F.normalize(heads[b](take_rows(data.features[b], idx, _device_of(heads[b]))), dim=1).cpu().numpy()
             if metric == "MRR":  # smoother than R@1 on a few dozen rows: every rank moves it
                 rel = data.groups[rows][:, None] == data.groups[rows][None, :]
                 sim = za @ zb.T
-                scores.extend(float(np.mean(1.0 / first_positive_ranks(s, r))) for s, r in ((sim, rel), (sim.T, rel.T)))
+                both = [float(np.mean(1.0 / first_positive_ranks(s, r))) for s, r in ((sim, rel), (sim.T, rel.T))]
             else:
-                scores.extend(_both_ways_r_at_1(za, zb, data.groups[rows]))
-    return float(np.mean(scores)) if scores else float("nan")
+                both = both_ways_r_at_1(za, zb, data.groups[rows])
+            scores[f"{a}->{b}"], scores[f"{b}->{a}"] = both
+    return scores
 
 
-def _both_ways_r_at_1(za: np.ndarray, zb: np.ndarray, groups: np.ndarray, chunk: int = 1024) -> list[float]:
+def scored_rows(rows: np.ndarray, max_rows: int | None = None) -> np.ndarray:
+    """Indices of the rows of mask ``rows`` that validation scores: all, or past ``max_rows`` (default
+    ``MAX_VAL_ROWS``) a fixed seeded subset, the same every epoch so that scores stay comparable."""
+    max_rows = max_rows or MAX_VAL_ROWS
+    idx = np.flatnonzero(rows)
+    if len(idx) > max_rows:
+        idx = np.sort(np.random.default_rng(0).choice(idx, max_rows, replace=False))
+    return idx
+
+
+def chance_r_at_1(groups: np.ndarray) -> float:
+    """Expected R@1 of a random ranking when every row of a gallery of ``groups`` is a query and the rows of
+    its own group are relevant: the mean over queries of (relevant rows / gallery size)."""
+    if not len(groups):
+        return float("nan")
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return float(np.mean(counts[inverse]) / len(groups))
+
+
+def both_ways_r_at_1(za: np.ndarray, zb: np.ndarray, groups: np.ndarray, chunk: int = 1024) -> list[float]:
     """R@1 a→b and b→a. Past ``chunk`` rows the queries go ``chunk`` at a time, so memory is chunk × n."""
     if len(za) <= chunk:  # one block, computed exactly as before chunking existed (same floats, same fits)
         rel = groups[:, None] == groups[None, :]

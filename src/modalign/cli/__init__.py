@@ -54,3 +54,5 @@ def main(
 ) -> None:
     level = logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # library warnings (PIL's DecompressionBombWarning, ...) as one log line each, not raw warning text
+    logging.captureWarnings(True)

@@ -25,11 +25,13 @@ def parse_mapping(value: str | None, option: str) -> dict[str, str]:
     return out
 
 
-def load_dataset(path: Path, on_error: str, allow_outside_root: bool = False) -> PairedDataset:
+def load_dataset(path: Path, on_error: str, allow_outside_root: bool = False,
+                 group_by: str | None = None) -> PairedDataset:
     if on_error not in ("skip", "fail"):
         raise fail(f"--on-error must be 'skip' or 'fail', got {on_error!r}")
     try:
-        return PairedDataset.from_manifest(path, on_error=on_error, allow_outside_root=allow_outside_root)  # type: ignore[arg-type]
+        return PairedDataset.from_manifest(path, on_error=on_error, allow_outside_root=allow_outside_root,  # type: ignore[arg-type]
+                                           group_by=group_by)
     except ManifestError as exc:
         raise fail(str(exc)) from None
 
@@ -40,6 +42,16 @@ def holdout_part(dataset: PairedDataset, fraction: float, seed: int, part: str) 
         return dataset
     train, test = dataset.split(fraction, seed=seed)
     return train if part == "train" else test
+
+
+def grouping_note(dataset: PairedDataset) -> str | None:
+    """One line when groups were made by merging rows that share a text or file (no group column)."""
+    merged = dataset.grouping.get("merged_rows")
+    if not merged:
+        return None
+    return (f"no group column: {merged} row(s) share an identical text or file with an earlier row and joined its "
+            f"group ({len(set(dataset.groups))} groups), so no concept lands on both sides of a split; "
+            "--group-by FIELD groups by another field")
 
 
 def split_settings(training: dict[str, Any]) -> tuple[float, int]:

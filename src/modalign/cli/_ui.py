@@ -109,6 +109,9 @@ def metrics_table(title: str, columns: Mapping[str, Mapping[str, Mapping[str, An
     with_ci = any("CI95" in m for col in columns.values() for m in col.values())
     for label in columns:
         table.add_column(f"{label} [95% CI]" if with_ci else label, justify="right", no_wrap=True)
+    with_chance = any("chance" in m for col in columns.values() for m in col.values())
+    if with_chance:  # a random ranking of the same gallery: the floor every number above is read against
+        table.add_column("chance", justify="right", no_wrap=True, style="dim")
     directions = list(dict.fromkeys(d for col in columns.values() for d in col))
     for d in directions:
         for i, key in enumerate(keys):
@@ -116,6 +119,9 @@ def metrics_table(title: str, columns: Mapping[str, Mapping[str, Mapping[str, An
             for col in columns.values():
                 metrics = col.get(d, {})
                 cells.append(_cell(key, metrics.get(key), (metrics.get("CI95") or {}).get(key)))
+            if with_chance:
+                chance = next((col[d]["chance"] for col in columns.values() if "chance" in col.get(d, {})), {})
+                cells.append(_cell(key, chance.get(key), None) if key in chance else "")
             table.add_row(d if i == 0 else "", key, *cells, end_section=(i == len(keys) - 1))
     return table
 

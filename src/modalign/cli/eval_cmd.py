@@ -12,6 +12,7 @@ import typer
 from modalign.align.trained_groups import rows_in_training
 from modalign.cli._common import holdout_part, load_dataset, split_settings
 from modalign.cli._ui import console, err_console, fail, metrics_table, progress_bars, report_skipped
+from modalign.data.auto_groups import AUTO_GROUPING, shared_items
 from modalign.data.dataset import split_indices
 from modalign.errors import ModalignError
 from modalign.evaluation.hubness import METHODS as HUBNESS_METHODS
@@ -32,6 +33,8 @@ HUBNESS_HALF_SEED = 0
 def eval_command(
     model_dir: Path = typer.Option(..., "--model", help="model directory from `modalign fit`", exists=True),
     data: Path = typer.Option(..., "--data", help="manifest to evaluate on", exists=True, dir_okay=False),
+    trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
+                                    "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
     json_out: Path | None = typer.Option(None, "--json", help="write metrics JSON here"),
     report: Path | None = typer.Option(None, "--report", help="write an HTML report here"),
     split: str = typer.Option("auto", "--split", help="auto | test | train | all (auto: the fit's held-out groups)"),
@@ -64,10 +67,11 @@ def eval_command(
     from modalign.features import FeatureCache
 
     try:
-        model = load(model_dir)
+        model = load(model_dir, trust_code=trust_code)
     except ModalignError as exc:
         raise fail(str(exc)) from None
-    ds = load_dataset(data, on_error, allow_outside_root)
+    by = (model.training.get("grouping") or {}).get("by")
+    ds = load_dataset(data, on_error, allow_outside_root, by if by not in (None, "group", AUTO_GROUPING) else None)
     fraction, seed = split_settings(model.training)
     if split == "auto":
         split = "test" if fraction > 0 else "all"
@@ -91,6 +95,14 @@ def eval_command(
         hub_block["cosine_directions"] = {name: d.cosine_metrics for name, d in result.directions.items()}
         payload["hubness"] = hub_block
     payload["provenance"] = eval_provenance(model_dir, model, data, ["modalign", *sys.argv[1:]])
+    if split == "test" and fraction > 0:
+        train_part = holdout_part(ds, fraction, seed, "train")
+        shared = shared_items((train_part.columns, train_part.kinds), (part.columns, part.kinds))
+        if shared:
+            err_console.print(f"[yellow]warning:[/] {shared} of the {len(part)} test rows hold a text or file "
+                              "identical to a training row's (their groups differ): these scores are optimistic; "
+                              "give such rows one group")
+            payload["test_rows_sharing_items_with_training"] = shared
     seen = rows_in_training(model.training, part.groups)
     if seen is not None:
         payload["training_rows_scored"] = seen
@@ -116,7 +128,8 @@ def eval_command(
         payload["zero_shot"] = _zero_shot(model, part, result, cache, zero_shot_labels, label_field, templates,
                                           bootstrap)
     if compare is not None:
-        payload["compare"] = _compare(model_dir, compare, part, result, cache, fraction, seed, bootstrap, hub)
+        payload["compare"] = _compare(model_dir, compare, part, result, cache, fraction, seed, bootstrap, hub,
+                                      trust_code)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(payload, indent=2))
@@ -150,7 +163,8 @@ def _zero_shot(model: AlignedModel, part: PairedDataset, result: EvalResult, cac
 
 
 def _compare(model_dir: Path, other_dir: Path, part: PairedDataset, result: EvalResult, cache: Path | None,
-             fraction: float, seed: int, n_boot: int, hub: Hubness | None = None) -> dict[str, Any]:
+             fraction: float, seed: int, n_boot: int, hub: Hubness | None = None,
+             trust_code: bool = False) -> dict[str, Any]:
     from rich.table import Table
 
     from modalign.align import load
@@ -159,7 +173,7 @@ def _compare(model_dir: Path, other_dir: Path, part: PairedDataset, result: Eval
     from modalign.features import FeatureCache
 
     try:
-        other = load(other_dir)
+        other = load(other_dir, trust_code=trust_code)
     except ModalignError as exc:
         raise fail(str(exc)) from None
     if split_settings(other.training) != (fraction, seed):

@@ -18,6 +18,8 @@ def export_command(
     data_root: Path | None = typer.Option(None, "--data-root", help="folder the dataset is in now, if it moved "
                                           "since it was indexed (for the 'source' column)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists"),
+    trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
+                                    "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
 ) -> None:
     """Write one row per indexed item: id, modality, kind, group, text, source, rows and the embedding."""
     from modalign.search import Index
@@ -35,7 +37,7 @@ def export_command(
         raise fail(f"--out {out}: is a {'folder' if out.is_dir() else 'file'}; --to {to} writes a "
                    f"{'folder' if to == 'lancedb' else 'file'}")
     try:
-        index = Index.open(index_dir, data_root=data_root)
+        index = Index.open(index_dir, data_root=data_root, trust_code=trust_code)
         with progress_bars() as update:
             n = export_index(index, to, out, table, progress=update)
     except (ModalignError, ValueError, KeyError) as exc:

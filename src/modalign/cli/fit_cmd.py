@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
-from modalign.cli._common import holdout_part, load_dataset, parse_list, parse_mapping
-from modalign.cli._ui import console, fail, progress_bars, report_skipped, write_errors
+from modalign.cli._common import grouping_note, holdout_part, load_dataset, parse_list, parse_mapping
+from modalign.cli._ui import console, err_console, fail, progress_bars, report_skipped, write_errors
 from modalign.cli.encoder_options import encoder_choices
 from modalign.errors import ModalignError
 
@@ -52,9 +52,12 @@ def fit_command(
                                   "(mean of their L2-normalised outputs)"),
     candidates: str = typer.Option("", "--candidates", help="with --method auto: methods or candidate names to "
                                    "try, e.g. cca,procrustes (default: all)"),
-    time_budget: float = typer.Option(90.0, "--time-budget", help="with --method auto: seconds of cross-validation "
-                                      "after which the remaining trained candidates are skipped"),
+    time_budget: float | None = typer.Option(None, "--time-budget", help="with --method auto: seconds of "
+                                             "cross-validation after which the remaining trained candidates are "
+                                             "skipped (off by default: the choice then depends on the machine)"),
     cv_folds: int = typer.Option(3, "--cv-folds", help="with --method auto: folds of whole groups"),
+    group_by: str = typer.Option("", "--group-by", help="field whose value names each row's concept (default: "
+                                 "'group'; without one, rows sharing an identical text or file are grouped)"),
     head: str = typer.Option("linear", "--head", help="head for trained methods: linear | mlp | moe"),
     head_option: list[str] = typer.Option(None, "--head-option", help="KEY=VALUE head hyper-parameter (repeat)"),
     dim: int = typer.Option(256, "--dim", help="shared embedding dimension"),
@@ -67,6 +70,8 @@ def fit_command(
     anchor: str = typer.Option("", "--anchor", help="anchor modality of closed-form methods / GRAM"),
     option: list[str] = typer.Option(None, "--option", help="KEY=VALUE method/loss option, e.g. cwcl_power=4"),
     base: Path | None = typer.Option(None, "--base", help="existing model: add --add to it, keeping it frozen"),
+    trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
+                                    "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
     add: str = typer.Option("", "--add", help="with --base: the modality to add"),
     partners: str = typer.Option("", "--partners", help="with --base: modalities of the space to pair with"),
     epochs: int | None = typer.Option(None, "--epochs", help="train for N epochs (batch 256 unless --batch-size) "
@@ -134,7 +139,11 @@ def fit_command(
         if base is not None:
             raise fail("--method auto does not grow a model (--base/--add): give one of infonce, siglip, cwcl, "
                        "procrustes, cca, ridge")
-        options.update(candidates=candidates or "all", budget_s=time_budget, folds=cv_folds)
+        if time_budget is not None and not time_budget > 0:  # also refuses nan
+            raise fail(f"--time-budget must be a positive number of seconds, got {time_budget}")
+        options.update(candidates=candidates or "all", folds=cv_folds)
+        if time_budget is not None:
+            options["budget_s"] = time_budget
     elif candidates:
         raise fail(f"--candidates goes with --method auto, not --method {method}")
     if epochs is not None and steps is not None:
@@ -168,11 +177,14 @@ def fit_command(
         raise fail(f"--workers {workers} under a launcher (torchrun: WORLD_SIZE={launch.world}, RANK={launch.rank}): "
                    "the launcher already started one process per rank; drop --workers")
     main = launch is None or launch.main  # only rank 0 writes the model folder and prints
-    ds = load_dataset(data, on_error, allow_outside_root)
+    ds = load_dataset(data, on_error, allow_outside_root, group_by or None)
+    note = grouping_note(ds)
+    if note and main:
+        err_console.print(f"[yellow]{note}[/]")
     base_model = None
     if base is not None:
         try:
-            base_model = load(base)
+            base_model = load(base, trust_code=trust_code)
         except ModalignError as exc:
             raise fail(str(exc)) from None
     base_holdout = (base_model.training.get("holdout") or {}) if base_model is not None else {}
@@ -222,6 +234,7 @@ def fit_command(
     if not main:
         return  # this rank trained its share of every batch; rank 0 holds the same weights and saves them
     model.training["holdout"] = {"fraction": fraction, "seed": seed}
+    model.training["grouping"] = dict(ds.grouping)
     if base_model is not None:
         model.training["progressive"][-1]["manifest"] = str(data.resolve())
         model.training["progressive"][-1]["base"] = str(base.resolve())  # type: ignore[union-attr]
@@ -278,23 +291,44 @@ def _summary(model: Any, out: Path, method: str, added: str) -> None:
                       + (f"; val R@1 vs the space={val:.3f}" if isinstance(val, float) else ""))
         return
     fit_info = model.metrics.get("fit", {})
-    if isinstance(fit_info.get("auto"), dict):
-        _auto_table(fit_info["auto"])
+    auto = fit_info.get("auto") if isinstance(fit_info.get("auto"), dict) else None
+    if auto is not None:
+        _auto_table(auto)
     if isinstance(fit_info.get("seeds"), dict):
         _seeds_table(fit_info["seeds"])
+    note = model.training.get("dim_note")
+    if note:
+        console.print(f"[yellow]dimension {model.dim}[/] instead of --dim {model.training.get('dim_requested')}: "
+                      f"{note}")
     val = fit_info.get("val_R@1")
-    console.print(f"[green]saved[/] {out}  method={method} dim={model.dim} layers={model.metrics['layers']['chosen']}"
-                  + (f" val R@1={val:.3f}" if isinstance(val, float) else ""))
+    fitted = f"{method} → {auto['picked']}" if auto is not None else method
+    console.print(f"[green]saved[/] {out}  method={fitted} dim={model.dim} layers={model.metrics['layers']['chosen']}"
+                  + (f" val R@1={val:.3f}" if isinstance(val, float) and auto is None else ""))
+    if auto is not None:
+        _auto_headline(auto)
 
 
-def _auto_table(auto: dict[str, Any], top: int = 8) -> None:
-    """The cross-validation table of ``--method auto``: the best candidates and what was skipped."""
+def _auto_headline(auto: dict[str, Any]) -> None:
+    """The estimate a user can act on: the chosen candidate's CV R@1 by direction, chance, the runner-up."""
+    dirs = ", ".join(f"{d} {v['mean']:.3f} ± {v['std']:.3f}" for d, v in (auto.get("cv_directions") or {}).items())
+    console.print(f"[bold]expected held-out R@1[/] (group CV, mean ± std over {auto['folds']} folds): {dirs}; "
+                  f"chance {auto['chance_R@1']:.3f}")
+    runner = auto.get("runner_up")
+    if runner:
+        console.print(f"runner-up: {runner['candidate']} {runner['cv_R@1']:.3f} ± {runner['cv_std']:.3f}")
+    if auto.get("time_dependent"):
+        console.print("[yellow]--time-budget was given: candidates left when it ran out were skipped, so this "
+                      "choice depends on the machine's speed[/]")
+
+
+def _auto_table(auto: dict[str, Any], top: int = 5) -> None:
+    """The cross-validation table of ``--method auto``: the best candidates and what was stopped early."""
     from rich.table import Table
 
     rows = [r for r in auto["table"] if "mean" in r]
-    rows.sort(key=lambda r: -r["mean"])
-    table = Table(title=f"auto: {auto['folds']}-fold group cross-validation on the training rows "
-                        f"({auto['cv_seconds']:.0f} s); picked {auto['picked']}")
+    rows.sort(key=lambda r: (-r["mean"], r["std"]))
+    table = Table(title=f"auto: {auto['folds']}-fold group cross-validation over {len(auto['table'])} candidates "
+                        f"on {auto.get('cv_rows', '?')} training rows ({auto['cv_seconds']:.1f} s)")
     for col in ("candidate", "CV R@1 (mean ± std)", "seconds"):
         table.add_column(col, justify="left" if col == "candidate" else "right", no_wrap=True)
     for r in rows[:top]:
@@ -305,7 +339,7 @@ def _auto_table(auto: dict[str, Any], top: int = 8) -> None:
     console.print(table)
     skipped = [r for r in auto["table"] if "skipped" in r]
     if skipped:
-        console.print(f"[yellow]skipped[/] {', '.join(r['candidate'] for r in skipped)}: {skipped[0]['skipped']}")
+        console.print(f"[yellow]stopped early[/] {', '.join(r['candidate'] for r in skipped)}: {skipped[0]['skipped']}")
 
 
 def _seeds_table(report: dict[str, Any]) -> None:

@@ -27,7 +27,10 @@ def index_command(
     compact: bool = typer.Option(False, "--compact", help="rewrite without deleted items (rebuilds ANN graphs)"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
-    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="allow manifest paths outside "
+                                            "the manifest's folder"),
+    trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
+                                    "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
     store: str | None = typer.Option(None, "--store", help="where the vectors live: local (the index folder, "
                                      "default) | lancedb | milvus (Milvus Lite) | milvus://HOST:PORT (a Milvus "
                                      "server or cluster); new index only"),
@@ -58,12 +61,13 @@ def index_command(
     if data is not None and model_dir is None and not (out / "index.json").is_file():
         raise fail("a new index needs --model MODEL_DIR")
     try:
-        model = load(model_dir) if model_dir is not None else None
+        model = load(model_dir, trust_code=trust_code) if model_dir is not None else None
     except ModalignError as exc:
         raise fail(str(exc)) from None
     ds = load_dataset(data, on_error, allow_outside_root) if data is not None else None
     try:
-        with Index.edit(out, model=model, backend=ann, backend_params=backend_params, store=store_record) as index:
+        with Index.edit(out, model=model, backend=ann, backend_params=backend_params, store=store_record,
+                        trust_code=trust_code) as index:
             if ds is not None:
                 with progress_bars() as update:
                     report = index.add_dataset(ds, FeatureCache(cache), parse_list(modalities) or None,

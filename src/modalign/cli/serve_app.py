@@ -31,6 +31,8 @@ class ServePlan:
     torch_threads: int
     #: folder of vectors shared by the workers (``Index.share``); None = read the index's own
     shared: str | None = None
+    #: ``--trust-code``: the index's model may load an encoder that runs code
+    trust_code: bool = False
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -46,7 +48,7 @@ class ServePlan:
 def open_index(plan: ServePlan, quiet: bool = False) -> Index:
     """The plan's index, with its hubness statistics when asked; raises ServeSetupError."""
     try:
-        index = Index.open(plan.index_dir, data_root=plan.data_root, shared=plan.shared)
+        index = Index.open(plan.index_dir, data_root=plan.data_root, shared=plan.shared, trust_code=plan.trust_code)
     except (ModalignError, ValueError) as exc:
         raise ServeSetupError(str(exc)) from None
     if plan.hubness:

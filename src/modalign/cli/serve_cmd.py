@@ -36,6 +36,8 @@ def serve_command(
     index_dir: Path = typer.Option(..., "--index", help="index directory from `modalign index`"),
     data_root: Path | None = typer.Option(None, "--data-root", help="folder the dataset is in now, if it moved "
                                           "since it was indexed (items' paths are relative to it)"),
+    trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
+                                    "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest accepted request body"),
@@ -71,7 +73,7 @@ def serve_command(
                               search_timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                               workers=workers)
     plan = ServePlan(index_dir=str(index_dir), data_root=None if data_root is None else str(data_root),
-                     settings=settings, hubness=hubness, torch_threads=torch_threads)
+                     settings=settings, hubness=hubness, torch_threads=torch_threads, trust_code=trust_code)
     if not _is_loopback(host):
         err_console.print(f"[yellow]warning:[/] listening on {host}: the API has no authentication; anyone who "
                           "can reach this address can search the index and fetch its items")

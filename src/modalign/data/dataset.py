@@ -37,6 +37,9 @@ class PairedDataset:
     meta: dict[str, list[Any]] = field(default_factory=dict)
     errors: list[RowError] = field(default_factory=list)
     source: Path | None = None
+    #: how ``groups`` were made: ``{"by": "group"}`` (the manifest's column), ``{"by": FIELD}`` (``group_by``)
+    #: or ``{"by": "identical text or file", "merged_rows": N}`` when the manifest names no groups
+    grouping: dict[str, Any] = field(default_factory=lambda: {"by": "group"})
 
     def __post_init__(self) -> None:
         n = len(self.ids)
@@ -78,6 +81,7 @@ class PairedDataset:
             meta={k: [col[i] for i in idx] for k, col in self.meta.items()},
             errors=[],
             source=self.source,
+            grouping=dict(self.grouping),
         )
 
     def select_modalities(self, modalities: Sequence[str]) -> PairedDataset:
@@ -87,6 +91,7 @@ class PairedDataset:
             ids=list(self.ids), groups=list(self.groups),
             columns={m: self.columns[m] for m in modalities}, kinds={m: self.kinds[m] for m in modalities},
             root=self.root, meta=dict(self.meta), errors=list(self.errors), source=self.source,
+            grouping=dict(self.grouping),
         )
 
     def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[PairedDataset, PairedDataset]:
@@ -97,13 +102,17 @@ class PairedDataset:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_manifest(
-        cls, path: str | Path, on_error: OnError = "skip", allow_outside_root: bool = False
+        cls, path: str | Path, on_error: OnError = "skip", allow_outside_root: bool = False,
+        group_by: str | None = None,
     ) -> PairedDataset:
-        """Read and validate a manifest. ``fail``: raise one ManifestError listing the bad rows."""
+        """Read and validate a manifest. ``fail``: raise one ManifestError listing the bad rows.
+
+        Groups come from the ``group`` field, or from ``group_by``'s; when no row has one, rows that share
+        an identical text or file are grouped (``grouping`` says how many merged)."""
         path = Path(path).resolve()
         return cls.from_rows(
             read_rows(path), root=path.parent, on_error=on_error,
-            allow_outside_root=allow_outside_root, source=path,
+            allow_outside_root=allow_outside_root, source=path, group_by=group_by,
         )
 
     @classmethod
@@ -114,8 +123,9 @@ class PairedDataset:
         on_error: OnError = "skip",
         allow_outside_root: bool = False,
         source: Path | None = None,
+        group_by: str | None = None,
     ) -> PairedDataset:
-        validator = RowValidator(Path(root).resolve(), allow_outside_root)
+        validator = RowValidator(Path(root).resolve(), allow_outside_root, group_by)
         for number, row in _numbered(rows):
             validator.add(number, row)
         validator.finish()

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modalign.data.auto_groups import AUTO_GROUPING, merge_identical
 from modalign.data.modality import NO_MODALITIES, is_non_modality_field, missing_modalities_reason, modality_kind
 from modalign.data.rows import MAX_TEXT_CHARS, RowError
 from modalign.data.vector_values import float32_vector, majority_dim
@@ -18,8 +19,10 @@ if TYPE_CHECKING:  # the annotation of build() only; never imported at run time
 class RowValidator:
     """Accumulates valid rows and the errors of invalid ones (a bad row is dropped whole)."""
 
-    def __init__(self, root: Path, allow_outside_root: bool = False) -> None:
+    def __init__(self, root: Path, allow_outside_root: bool = False, group_by: str | None = None) -> None:
         self._RowError = RowError
+        self.group_by = group_by
+        self.saw_group = False  # some row named its group: no automatic grouping then
         self.root = root
         self.allow_outside_root = allow_outside_root
         self.errors: list[RowError] = []
@@ -50,10 +53,15 @@ class RowValidator:
         if row_id in self._seen_ids:
             self._error(number, row_id, "id", f"duplicate id (first seen at row {self._seen_ids[row_id]})")
             return
-        group = row.get("group")
-        if group is not None and not isinstance(group, (str, int)):
-            self._error(number, row_id, "group", f"group must be a string, got {type(group).__name__}")
+        group_field = self.group_by or "group"
+        group = row.get(group_field)
+        if group is not None and (not isinstance(group, (str, int)) or isinstance(group, bool)):
+            self._error(number, row_id, group_field, f"group must be a string, got {type(group).__name__}")
             return
+        if group is None and self.group_by:
+            self._error(number, row_id, group_field, f"no {group_field!r} field to group by (--group-by)")
+            return
+        self.saw_group = self.saw_group or group is not None
 
         clean: dict[str, Any] = {"id": row_id, "group": str(group) if group is not None else row_id}
         problems: list[tuple[str, str]] = []
@@ -155,10 +163,18 @@ class RowValidator:
 
     def build(self, cls: type[PairedDataset], source: Path | None) -> PairedDataset:
         modalities = list(self.kinds)
+        ids = [r["id"] for r in self.rows]
+        columns = {m: [r.get(m) for r in self.rows] for m in modalities}
+        groups = [r["group"] for r in self.rows]
+        grouping: dict[str, Any] = {"by": self.group_by or "group"}
+        if not self.saw_group:  # no group column: rows sharing a text or a file are one concept
+            groups, merged = merge_identical(ids, columns, self.kinds)
+            grouping = {"by": AUTO_GROUPING, "merged_rows": merged}
         return cls(
-            ids=[r["id"] for r in self.rows],
-            groups=[r["group"] for r in self.rows],
-            columns={m: [r.get(m) for r in self.rows] for m in modalities},
+            ids=ids,
+            groups=groups,
+            grouping=grouping,
+            columns=columns,
             kinds=dict(self.kinds),
             root=self.root,
             meta={k: [r.get(k) for r in self.rows] for k in self.meta_fields},

@@ -68,6 +68,20 @@ def combined_parts(spec: str) -> list[str] | None:
     return parts if ok else None
 
 
+def code_specs(spec: str) -> list[str]:
+    """The parts of ``spec`` that import and call code when the encoder is made: ``py:`` factories and
+    plugin entry points. Built-in names and ``hf:``/``st:``/``onnx:`` paths load weights, not code."""
+    parts = combined_parts(spec) if "+" in spec else None
+    if parts is not None:
+        return [c for p in parts for c in code_specs(p)]
+    scheme, target = split_spec(spec)
+    if scheme in PATH_SCHEMES:
+        return []
+    if scheme is None and target in ENCODERS.names():
+        return []
+    return [spec.strip()]
+
+
 def canonical_spec(spec: str) -> str:
     """The spec to save: path specs with an absolute path; the others unchanged."""
     parts = combined_parts(spec) if "+" in spec else None

@@ -19,7 +19,13 @@ import numpy as np
 from modalign.align.model import AlignedModel
 from modalign.data.dataset import PairedDataset
 from modalign.evaluation.hubness import Hubness
-from modalign.evaluation.retrieval import DEFAULT_KS, first_positive_ranks, metrics_from_ranks, modality_gap
+from modalign.evaluation.retrieval import (
+    DEFAULT_KS,
+    chance_metrics,
+    first_positive_ranks,
+    metrics_from_ranks,
+    modality_gap,
+)
 from modalign.features import FeatureCache, extract, item_key
 
 Progress = Callable[[str, int, int], None]
@@ -162,8 +168,8 @@ def evaluate_detailed(
                 cosine = metrics_from_ranks(first_positive_ranks(s, r), ks)
                 s = hubness.apply(s)
             ranks = first_positive_ranks(s, r)
-            directions[f"{q}->{t}"] = DirectionResult(q, t, metrics_from_ranks(ranks, ks), ranks, qi, gi, s, r,
-                                                      cosine_metrics=cosine)
+            metrics = {**metrics_from_ranks(ranks, ks), "chance": chance_metrics(r, ks)}
+            directions[f"{q}->{t}"] = DirectionResult(q, t, metrics, ranks, qi, gi, s, r, cosine_metrics=cosine)
         gaps[f"{a}|{b}"] = modality_gap(za, zb)
     return EvalResult(n=int(covered.sum()), directions=directions, embeddings=embs, gaps=gaps, errors=errors,
                       ks=tuple(ks), by_group=by_group)

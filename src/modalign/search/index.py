@@ -88,21 +88,23 @@ class Index(DatabaseCorpora, SharedVectors):
         return index
 
     @classmethod
-    def open(cls, folder: str | Path, data_root: str | Path | None = None, shared: str | Path | None = None) -> Index:
+    def open(cls, folder: str | Path, data_root: str | Path | None = None, shared: str | Path | None = None,
+             trust_code: bool = False) -> Index:
         """Load an index folder for searching (no lock: writers only ever add files and swap index.json).
 
         ``data_root``: the folder the items' relative source paths resolve against, for a dataset that
         moved since it was indexed (default: where it was, else where it is from the index; sources.py).
         ``shared``: a folder another process filled with :meth:`share` from this same index; its vectors
         are memory-mapped instead of read (``shared.py``).
+        ``trust_code``: let the index's model load an encoder that runs code (``AlignedModel.load``).
         """
-        return cls._load(IndexStore(folder), data_root, None if shared is None else Path(shared))
+        return cls._load(IndexStore(folder), data_root, None if shared is None else Path(shared), trust_code)
 
     @classmethod
     @contextlib.contextmanager
     def edit(cls, folder: str | Path, model: Any = None, backend: str | None = None,
              backend_params: Mapping[str, Any] | None = None,
-             store: Mapping[str, Any] | None = None) -> Iterator[Index]:
+             store: Mapping[str, Any] | None = None, trust_code: bool = False) -> Iterator[Index]:
         """Open ``folder`` for changes under the writer lock, creating it (with ``model``) when new.
 
         ``backend`` (default ``exact``) and ``store`` (a ``stores.new_store_record``; default local) only
@@ -130,7 +132,7 @@ class Index(DatabaseCorpora, SharedVectors):
             if wanted is not None and wanted["kind"] != kind:
                 raise ConfigError(f"{folder}: this index keeps its vectors in the {kind!r} store, not "
                                   f"{wanted['kind']!r}; index into a new folder to change it")
-            index = cls._load(folder_store)
+            index = cls._load(folder_store, trust_code=trust_code)
             index._writable = True
             index._tidy_store()
             try:
@@ -139,10 +141,12 @@ class Index(DatabaseCorpora, SharedVectors):
                 index._writable = False
 
     @classmethod
-    def _load(cls, store: IndexStore, data_root: str | Path | None = None, shared: Path | None = None) -> Index:
+    def _load(cls, store: IndexStore, data_root: str | Path | None = None, shared: Path | None = None,
+              trust_code: bool = False) -> Index:
         man = store.manifest
+        model = store.load_model(trust_code)  # first: a model naming code is refused before anything else opens
         vstore = open_store(man.store, store.folder, man.dim, man.backend, man.backend_params)
-        index = cls(man.dim, man.backend, man.backend_params, model=store.load_model(), store=vstore)
+        index = cls(man.dim, man.backend, man.backend_params, model=model, store=vstore)
         index._store = store
         if vstore.durable:
             index._sums = RunningSums.load(store.load_stats())

@@ -144,10 +144,10 @@ class IndexStore:
         return cls(out)
 
     # ---------------------------------------------------------------- reading
-    def load_model(self) -> Any:
+    def load_model(self, trust_code: bool = False) -> Any:
         from modalign.align.model import AlignedModel
 
-        model = AlignedModel.load(self.folder / MODEL_DIR)
+        model = AlignedModel.load(self.folder / MODEL_DIR, trust_code=trust_code)
         if model_fingerprint(model) != self.manifest.model_fingerprint:
             raise ConfigError(f"{self.folder / MODEL_DIR}: model does not match the one the index was built with")
         return model

@@ -73,9 +73,10 @@ class SecurityHeaders:
 
 
 def create_app(index: Index | str | Path, settings: ServerSettings | None = None,
-               data_root: str | Path | None = None) -> FastAPI:
-    """The app over ``index``; ``data_root`` (for an index folder) is where a moved dataset now is."""
-    idx = index if isinstance(index, Index) else Index.open(index, data_root=data_root)
+               data_root: str | Path | None = None, trust_code: bool = False) -> FastAPI:
+    """The app over ``index``; ``data_root`` (for an index folder) is where a moved dataset now is;
+    ``trust_code`` lets the index's model load an encoder that runs code (``AlignedModel.load``)."""
+    idx = index if isinstance(index, Index) else Index.open(index, data_root=data_root, trust_code=trust_code)
     cfg = settings or ServerSettings()
     thumbs = ThumbnailCache(cfg.thumbnail_px, cfg.thumbnail_cache)
     # docs pages of FastAPI load their assets from a CDN: /docs is served locally below, ReDoc is off

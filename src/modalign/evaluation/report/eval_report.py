@@ -21,6 +21,7 @@ from modalign.evaluation.report.html import esc, facts, figure, fmt, fmt_metric,
 from modalign.evaluation.report.payload import enrich_payload
 
 SUMMARY_KEYS = ("R@1", "R@5", "R@10", "MRR", "median_rank")
+CHANCE_KEYS = ("R@1", "R@5", "R@10")
 HEATMAP_PAIRS = 24
 PROJECTION_POINTS = 1500
 MAX_PLOTTED_CLASSES = 40
@@ -50,7 +51,7 @@ def write_report(path: str | Path, model: AlignedModel, dataset: PairedDataset, 
                                                         table(("id", "modality", "reason"), rows, text_columns=3))))
     mods = " · ".join(f"{m}: {b.encoder}/{b.layer}" for m, b in model.branches.items())
     subtitle = (f"{esc(dataset.source.name if dataset.source else 'dataset')} · split {esc(payload.get('split', '-'))}"
-                f" · n = {payload['n']} pairs · {esc(model.method)} · {esc(mods)}")
+                f" · n = {payload['n']} pairs · {esc(method_label(model))} · {esc(mods)}")
     html = page("modalign evaluation report", subtitle, sections, payload,
                 footer=f"modalign · {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')} · numbers identical to "
                        "the JSON embedded in this file (#modalign-payload)")
@@ -64,14 +65,22 @@ def summary_rows(payload: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, m in payload["directions"].items():
         ci = m.get("CI95", {})
-        rows.append([esc(name), fmt(m.get("queries"))] + [with_ci(m.get(k), ci.get(k), key=k) for k in SUMMARY_KEYS])
+        chance = m.get("chance") or {}
+        rows.append([esc(name), fmt(m.get("queries"))] + [with_ci(m.get(k), ci.get(k), key=k) for k in SUMMARY_KEYS]
+                    + [" / ".join(fmt(chance.get(k)) for k in CHANCE_KEYS)])
     return rows
+
+
+def method_label(model: AlignedModel) -> str:
+    """The method as fitted: ``auto → cca(reg=0.3,power=2.0)+l2`` when auto chose it."""
+    auto = (model.metrics.get("fit") or {}).get("auto")
+    return f"{model.method} → {auto['picked']}" if isinstance(auto, dict) and auto.get("picked") else model.method
 
 
 def _summary(model: AlignedModel, dataset: PairedDataset, result: EvalResult, payload: dict[str, Any]) -> str:
     info = {
         "data": esc(dataset.source or "-"), "split": esc(payload.get("split", "-")),
-        "pairs evaluated": fmt(payload["n"]), "method": esc(model.method), "dimension": fmt(model.dim),
+        "pairs evaluated": fmt(payload["n"]), "method": esc(method_label(model)), "dimension": fmt(model.dim),
         **{f"{m} encoder": f"{esc(b.encoder)} · layer <b>{esc(b.layer)}</b> · head "
                            f"{esc(_head(b.head.config()))}" for m, b in model.branches.items()},
     }
@@ -80,10 +89,12 @@ def _summary(model: AlignedModel, dataset: PairedDataset, result: EvalResult, pa
     info.update(provenance_facts(payload.get("provenance")))
     boot = payload.get("bootstrap", {})
     body = facts(info)
-    body += "<h3>Retrieval</h3>" + table(("direction", "queries", *SUMMARY_KEYS), summary_rows(payload),
+    body += "<h3>Retrieval</h3>" + table(("direction", "queries", *SUMMARY_KEYS,
+                                          "chance " + " / ".join(CHANCE_KEYS)), summary_rows(payload),
                                          table_id="summary-table")
     body += (f'<p class="note">Brackets: 95% bootstrap CI over queries ({fmt(boot.get("n_boot"))} resamples). '
-             "R@K = share of queries with a correct item in the top K; any of several correct items counts.</p>")
+             "R@K = share of queries with a correct item in the top K; any of several correct items counts. "
+             "Chance = the same metric for a random ranking of this gallery, with its multi-positive groups.</p>")
     gaps = payload.get("modality_gaps") or {"|".join(result.gaps) if len(result.gaps) == 1 else "-":
                                             payload.get("modality_gap")}
     rows = []

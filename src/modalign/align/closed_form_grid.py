@@ -1,0 +1,63 @@
+"""Auto's closed-form grid on one pair of modalities: every candidate from decompositions made once.
+
+``fit_closed_form`` fits one configuration and builds heads. Auto's cross-validation tries some forty
+per fold, which differ only in their knobs: CCA's shrinkage (one eigendecomposition of each side's
+covariance serves every reg), CCA's power (a rescaling of the canonical directions) and Procrustes'
+whitening (its PCA comes from the same eigendecompositions). ``PairGrid`` computes the shared parts of
+one fold once and hands out each candidate's projection matrices; the math is that of
+``closed_form`` (the refit of the winner goes through ``fit_closed_form``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from modalign.align.closed_form import common_dim, pca_from_gram, power_weights, shrunk_inv_sqrt_from_eigh
+
+
+@dataclass
+class PairGrid:
+    """Conditioned training rows of two modalities (a, b: n × D_a, n × D_b) and their decompositions."""
+
+    a: np.ndarray
+    b: np.ndarray
+    dim: int
+    _eigh: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _cca: dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.a)
+        self.k = common_dim(self.dim, self.a, self.b)
+        self.grams = {"a": self.a.T @ self.a / n, "b": self.b.T @ self.b / n}
+        self.cross = self.a.T @ self.b / n
+
+    def eigh(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        if side not in self._eigh:
+            self._eigh[side] = tuple(np.linalg.eigh(self.grams[side]))  # type: ignore[assignment]
+        return self._eigh[side]
+
+    def matrices(self, method: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(D_a × k, D_b × k) projections of candidate ``method`` with ``options`` (cca or procrustes)."""
+        if method == "cca":
+            ua, ub, corr = self._directions(float(options.get("reg", 0.1)))
+            w = power_weights(corr, float(options.get("power", 1.0)))
+            return ua * w, ub * w
+        if method == "procrustes":
+            pa, sa = pca_from_gram(*self.eigh("a"), len(self.a), self.k)
+            pb, sb = pca_from_gram(*self.eigh("b"), len(self.b), self.k)
+            if options.get("whiten", True):
+                pa, pb = pa / sa, pb / sb
+            u, _, vt = np.linalg.svd((self.b @ pb).T @ (self.a @ pa), full_matrices=False)
+            return pa, pb @ (u @ vt)
+        raise ValueError(f"the closed-form grid has no method {method!r}")
+
+    def _directions(self, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if reg not in self._cca:
+            ka = shrunk_inv_sqrt_from_eigh(*self.eigh("a"), reg)
+            kb = shrunk_inv_sqrt_from_eigh(*self.eigh("b"), reg)
+            u, s, vt = np.linalg.svd(ka @ self.cross @ kb, full_matrices=False)
+            self._cca[reg] = (ka @ u[:, :self.k], kb @ vt[:self.k].T, s[:self.k])
+        return self._cca[reg]
