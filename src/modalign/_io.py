@@ -9,8 +9,11 @@ A failed write (disk full, read-only, no permission) raises ``StorageError`` nam
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -116,3 +119,61 @@ def file_lock(path: Path, wait: bool = True) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def replace_folder(target: Path, build: Callable[[Path], None], owned: set[str]) -> None:
+    """Write a folder whole: ``build`` fills a sibling temporary folder, which then takes ``target``'s place in
+    one rename (a crash leaves the old folder or the new one, never a mix). An existing ``target`` may hold
+    only names in ``owned`` (what this writer makes); it is swapped out and removed.
+
+    Hand-written: no kept library swaps two folders atomically; Linux's renameat2(RENAME_EXCHANGE) does,
+    and elsewhere the old folder is moved aside first (a crash in between leaves no ``target``, and the
+    old folder under ``.NAME.old-*`` beside it).
+    """
+    target = Path(target)
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.tmp-"))
+    except OSError as exc:
+        raise storage_error(parent, "create a folder", exc) from None
+    try:
+        os.chmod(tmp, 0o777 & ~current_umask())
+        build(tmp)
+        fsync_dir(tmp)
+        if target.is_symlink() or (target.exists() and not target.is_dir()):
+            raise StorageError(f"{target}: exists and is not a folder")
+        if target.is_dir():
+            foreign = sorted(p.name for p in target.iterdir() if p.name not in owned)
+            if foreign:
+                raise StorageError(f"{target}: holds files modalign did not write ({', '.join(foreign[:5])}); "
+                                   "not replacing it")
+            if not _exchange(tmp, target):
+                old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.old-"))
+                os.rename(target, old / "x")
+                os.rename(tmp, target)
+                tmp = old
+        else:
+            os.rename(tmp, target)
+            tmp = Path()
+        fsync_dir(parent)
+    except OSError as exc:
+        raise storage_error(target, "write the folder", exc) from None
+    finally:
+        if tmp != Path():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EPERM):  # no such call, or a file system without exchange
+        return False
+    raise OSError(err, os.strerror(err), str(b))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from modalign._io import atomic_write_bytes
+from modalign._io import atomic_write_bytes, replace_folder
 from modalign.align.heads.base import Head
 from modalign.align.heads.registry import build_head
 from modalign.align.model_card import write_model_card
@@ -109,17 +109,42 @@ class AlignedModel:
         return {"format": FORMAT, "format_version": FORMAT_VERSION, "dim": self.dim, "method": self.method,
                 "modalities": {m: b.to_json() for m, b in self.branches.items()}, "training": self.training}
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, overwrite: bool = False, extra: dict[str, bytes] | None = None) -> Path:
+        """Write the model folder whole (``_io.replace_folder``): a crash leaves the old model or the new one.
+
+        ``extra``: more files of the folder (``errors.jsonl``), written with it. A folder holding files that
+        modalign does not write is refused, unless ``overwrite``: then the model's files are replaced one by
+        one beside the others (each atomically, the folder as a whole not).
+        """
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        tensors = {}
-        for m, b in self.branches.items():
-            for key, value in b.head.state_dict().items():
-                tensors[f"{m}.{key}"] = value.detach().contiguous().clone()
-        atomic_write_bytes(out / "heads.safetensors", save(tensors))  # a crash or full disk leaves the old file
-        atomic_write_bytes(out / "config.json", json.dumps(self.config(), indent=2).encode())
-        atomic_write_bytes(out / "metrics.json", json.dumps(self.metrics, indent=2, default=_jsonable).encode())
-        write_model_card(self, out)
+        extra = dict(extra or {})
+        unknown = sorted(set(extra) - ALLOWED_FILES)
+        if unknown:
+            raise ValueError(f"extra files {unknown}: a model folder holds only {sorted(ALLOWED_FILES)}")
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ALLOWED_FILES) if out.is_dir() else []
+        if foreign and not overwrite:
+            raise ConfigError(f"{out}: holds files modalign did not write ({', '.join(foreign[:5])}); save the "
+                              "model into a new or empty folder, or pass --overwrite (Python: overwrite=True) to "
+                              "write its files beside them")
+
+        def build(folder: Path) -> None:
+            tensors = {}
+            for m, b in self.branches.items():
+                for key, value in b.head.state_dict().items():
+                    tensors[f"{m}.{key}"] = value.detach().contiguous().clone()
+            atomic_write_bytes(folder / "heads.safetensors", save(tensors))
+            atomic_write_bytes(folder / "config.json", json.dumps(self.config(), indent=2).encode())
+            atomic_write_bytes(folder / "metrics.json",
+                               json.dumps(self.metrics, indent=2, default=_jsonable).encode())
+            write_model_card(self, folder)
+            for name, data in extra.items():
+                atomic_write_bytes(folder / name, data)
+
+        if foreign:
+            out.mkdir(parents=True, exist_ok=True)
+            build(out)
+        else:
+            replace_folder(out, build, ALLOWED_FILES)
         return out
 
     @classmethod

@@ -71,15 +71,20 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def write_errors(path: Path, errors: list[Any]) -> None:
+def errors_jsonl(errors: list[Any]) -> bytes:
     """errors.jsonl: one JSON object per skipped row (id, field, reason)."""
-    if not errors:
-        return
     lines = []
     for e in errors:
         record = e.to_json() if hasattr(e, "to_json") else dict(zip(("id", "field", "reason"), e, strict=False))
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    atomic_write_bytes(path, "".join(lines).encode("utf-8"))
+    return "".join(lines).encode("utf-8")
+
+
+def write_errors(path: Path, errors: list[Any]) -> None:
+    """``errors_jsonl`` written to ``path`` (nothing when there are no errors)."""
+    if not errors:
+        return
+    atomic_write_bytes(path, errors_jsonl(errors))
 
 
 def report_skipped(errors: list[Any], path: Path | None) -> None:

@@ -47,14 +47,33 @@ def datasets_table(rows: list[tuple[str, ...]]) -> Table:
     return table
 
 
-def prepare_dataset(name: str, out: Path, limit: int | None, install: bool = True) -> PrepareResult:
+def prepare_dataset(name: str, out: Path, limit: int | None, install: bool = True,
+                    overwrite: bool = False) -> PrepareResult:
     from modalign.data.recipes import DATASETS
 
     try:
         recipe = DATASETS.create(name)
     except KeyError as exc:
         raise fail(str(exc).strip("'\"")) from None
+    if not overwrite:
+        check_prepare_target(recipe.name, out)
     return prepare_recipe(recipe, out, limit, install)
+
+
+def check_prepare_target(name: str, out: Path) -> None:
+    """A manifest already in ``out`` is re-prepared (incrementally) only when this recipe wrote it, as its
+    CARD.md's title says; anything else exits 2 instead of being overwritten."""
+    manifest = out / "manifest.jsonl"
+    if not (manifest.exists() or manifest.is_symlink()):
+        return
+    card = out / "CARD.md"
+    title = ""
+    if card.is_file() and not card.is_symlink():
+        with card.open("rb") as fh:
+            title = fh.readline(200).decode("utf-8", "replace").strip()
+    if title != f"# {name}":
+        raise fail(f"--out {out}: already holds a manifest.jsonl that the {name} recipe did not write; give "
+                   "another folder, or --overwrite to replace it")
 
 
 def prepare_recipe(recipe: DatasetRecipe, out: Path, limit: int | None, install: bool = True) -> PrepareResult:
@@ -79,9 +98,11 @@ def prepare_command(
     out: Path = typer.Option(..., "--out", help="directory for manifest.jsonl, files and CARD.md"),
     limit: int | None = typer.Option(None, "--limit", help="only the first N concepts (quick tries)"),
     install: bool = typer.Option(True, "--install/--no-install", help="install missing apt/npm packages"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace a manifest.jsonl in OUT that this "
+                                   "recipe did not write"),
 ) -> None:
     """Write OUT/manifest.jsonl (+ files, CARD.md); re-running is incremental."""
-    result = prepare_dataset(name, out, limit, install)
+    result = prepare_dataset(name, out, limit, install, overwrite)
     console.print(f"[green]prepared[/] {name}: {result.rows} rows, {result.groups} groups → {result.manifest}")
     for key, value in result.counts.items():
         console.print(f"  {key}: {value}")

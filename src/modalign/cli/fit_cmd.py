@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from modalign.cli._common import grouping_note, holdout_part, load_dataset, parse_list, parse_mapping
-from modalign.cli._ui import console, err_console, fail, progress_bars, report_skipped, write_errors
+from modalign.cli._ui import console, err_console, errors_jsonl, fail, progress_bars, report_skipped
 from modalign.cli.encoder_options import encoder_choices
 from modalign.errors import ModalignError
 
@@ -32,7 +32,9 @@ def parse_options(values: list[str] | None, option: str) -> dict[str, Any]:
 
 def fit_command(
     data: Path = typer.Option(..., "--data", help="manifest (JSONL, CSV or Parquet)", exists=True, dir_okay=False),
-    out: Path = typer.Option(..., "--out", help="model directory to write"),
+    out: Path = typer.Option(..., "--out", help="model directory to write (a new, empty or model folder)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="write into --out although it holds other files "
+                                   "(they are left alone)"),
     modalities: str = typer.Option("", "--modalities", help="comma-separated modality fields, e.g. image,text"),
     encoders: str = typer.Option("", "--encoders", help="MODALITY=SPEC,...: a built-in or plugin name, hf:PATH, "
                                  "st:PATH, onnx:PATH or py:MODULE:FACTORY (default by kind)"),
@@ -194,8 +196,15 @@ def fit_command(
     enc_map = encoder_choices(encoders, encoder_option, wanted,
                               {m: DEFAULT_ENCODER_FOR_KIND[ds.kind(m)] for m in wanted if m in ds.columns},
                               runtime)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
+    if main:  # before any work: a folder of someone else's files is refused now, not after the fit
+        from modalign.align.model import ALLOWED_FILES
+
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in ALLOWED_FILES) if out.is_dir() else []
+        if out.exists() and not out.is_dir():
+            raise fail(f"--out {out}: exists and is not a folder")
+        if foreign and not overwrite:
+            raise fail(f"--out {out}: holds files modalign did not write ({', '.join(foreign[:5])}); give a new or "
+                       "empty folder, or --overwrite to write the model's files beside them")
     try:
         if launch is not None:
             join_launch()
@@ -242,8 +251,8 @@ def fit_command(
         model.training["manifest"] = str(data.resolve())
     errors_path = out / "errors.jsonl"
     try:  # a full disk or a read-only --out: one line; the features stay in the cache for the rerun
-        model.save(out)
-        write_errors(errors_path, model.fit_errors)
+        model.save(out, overwrite=overwrite,
+                   extra={"errors.jsonl": errors_jsonl(model.fit_errors)} if model.fit_errors else None)
     except (ModalignError, OSError) as exc:
         raise fail(str(exc)) from None
     report_skipped(model.fit_errors, errors_path)

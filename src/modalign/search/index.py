@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -349,6 +349,13 @@ class Index(DatabaseCorpora, SharedVectors):
         return Hit(id=cat.entry_ids[pos], modality=cat.modality[pos], kind=cat.kind[pos], score=score, cosine=cosine,
                    text=cat.caption(pos), path=self.source_path(pos), rows=cat.rows_of(pos), meta=cat.meta(pos),
                    source=cat.path[pos])
+
+    def open_source(self, entry_id: str) -> BinaryIO:
+        """The entry's source file, opened safely (``sources.open_inside``): FileNotFoundError when it is
+        missing, ``SourceRefused`` when it is a link out of its folder or not a regular file."""
+        pos = self.position(entry_id)
+        root = self.catalog.root[pos]
+        return self.sources.open(self.catalog.path[pos], *(root or (None, None)))
 
     def source_path(self, pos: int) -> str | None:
         """The source file of the entry at ``pos`` (absolute; it may be missing), None for text and vectors."""

@@ -18,10 +18,12 @@ The choice is made per root folder, not per file, so resolving costs no file-sys
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 #: entry fields that locate a source file besides ``path``
 ROOT_FIELDS = ("root", "root_from_index")
@@ -48,6 +50,43 @@ def safe_relative(path: str) -> bool:
     """A relative path that cannot leave its root (entries written by modalign never contain '..')."""
     parts = PurePosixPath(path).parts
     return bool(parts) and ".." not in parts and not PurePosixPath(path).is_absolute()
+
+
+class SourceRefused(Exception):
+    """A served file that is not a regular file inside its root (a link swapped in, a FIFO, a device)."""
+
+
+def open_inside(path: str, root: Path | None) -> BinaryIO:
+    """``path`` opened for reading, checked on the open handle, so a link swapped in after any check cannot
+    win: the last component is opened without following links, the handle must be a regular file, and the
+    file it really is (``/proc/self/fd``) must lie inside ``root`` (for a path recorded as absolute, with no
+    root: it must be that very path, with no link on the way). Raises FileNotFoundError or SourceRefused."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)  # O_NONBLOCK: opening a FIFO does not wait for a writer
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK):  # the last component is a link (EMLINK on some BSDs)
+            raise SourceRefused("it is a symbolic link") from None
+        raise FileNotFoundError(path) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceRefused("it is not a regular file")
+        real = Path(_real_path(fd, path))
+        allowed = Path(os.path.realpath(root)) if root is not None else Path(os.path.abspath(path))
+        if (root is not None and not real.is_relative_to(allowed)) or (root is None and real != allowed):
+            raise SourceRefused("it resolves outside the data folder")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _real_path(fd: int, path: str) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")  # the file the handle is, whatever the path said
+    except OSError:  # no /proc: the path's resolution now (the handle is already a regular file)
+        return os.path.realpath(path)
 
 
 class SourceResolver:
@@ -78,6 +117,14 @@ class SourceResolver:
                     self._bases[key] = folder
                 return folder
         return candidates[0] if candidates else None
+
+    def open(self, path: str | None, root: str | None = None, root_from_index: str | None = None) -> BinaryIO:
+        """The entry's source file opened by ``open_inside``: inside the folder its relative path resolves
+        against, or exactly the absolute path it was indexed under."""
+        full = self.resolve(path, root, root_from_index)
+        if full is None:
+            raise FileNotFoundError(path)
+        return open_inside(full, self.base(root, root_from_index) if is_relative(path) else None)
 
     def resolve(self, path: str | None, root: str | None = None, root_from_index: str | None = None) -> str | None:
         """The file an entry's ``path`` names (absolute), or None for entries without a file."""

@@ -23,9 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.numpy import load_file, save
 
 from modalign._io import atomic_write_bytes, file_lock, fsync_dir, sha256_file
+from modalign.align.model import ALLOWED_FILES
 from modalign.errors import ConfigError
 from modalign.search.catalog import Segment
 
@@ -129,14 +128,19 @@ class IndexStore:
     def create(cls, folder: str | Path, model: Any, backend: str, backend_params: dict[str, Any],
                store: dict[str, Any] | None = None) -> IndexStore:
         out = Path(folder)
-        out.mkdir(parents=True, exist_ok=True)
         if cls.exists(out):
             raise ConfigError(f"{out}: an index already exists here")
-        tmp_model = out / ".model-tmp"
-        shutil.rmtree(tmp_model, ignore_errors=True)
-        model.save(tmp_model)
-        shutil.rmtree(out / MODEL_DIR, ignore_errors=True)
-        os.replace(tmp_model, out / MODEL_DIR)
+        # never delete what modalign did not write: a new index goes into a new or empty folder (or one left
+        # by a creation that crashed before index.json: only its model folder and lock)
+        leftovers = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+        foreign = [n for n in leftovers if n not in (MODEL_DIR, ".lock") and not n.startswith(f".{MODEL_DIR}.")]
+        if MODEL_DIR in leftovers and not _is_model_folder(out / MODEL_DIR):
+            foreign.append(MODEL_DIR)
+        if foreign:
+            raise ConfigError(f"{out}: not empty and not a modalign index (it holds {', '.join(foreign[:5])}); "
+                              "give --out a new or empty folder")
+        out.mkdir(parents=True, exist_ok=True)
+        model.save(out / MODEL_DIR)  # whole-folder write: it replaces a model folder a crashed creation left
         manifest = IndexManifest(format=FORMAT, format_version=FORMAT_VERSION, dim=model.dim,
                                  model_fingerprint=model_fingerprint(model), backend=backend,
                                  backend_params=backend_params, generation=0, store=store or {"kind": "local"})
@@ -263,3 +267,8 @@ class IndexStore:
         self.manifest = manifest
         self._remove_unlisted()
         fsync_dir(self.folder)
+
+
+def _is_model_folder(folder: Path) -> bool:
+    """A folder holding only what a modalign model folder holds (so replacing it deletes nothing else)."""
+    return folder.is_dir() and not folder.is_symlink() and all(p.name in ALLOWED_FILES for p in folder.iterdir())

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +31,8 @@ from modalign.search import Index, QueryError
 from modalign.search.hit import Hit
 from modalign.search.query import vector_modality
 from modalign.search.routing import ROUTINGS
-from modalign.search.sniff import HEAD_BYTES, sniff, sniff_file
+from modalign.search.sniff import HEAD_BYTES, sniff
+from modalign.search.sources import SourceRefused
 from modalign.server.docs import add_offline_docs
 from modalign.server.queries import Job, SearchRunner, item_url
 from modalign.server.schemas import SearchRequest, SearchResponse, ServerSettings, multipart_schema
@@ -70,6 +72,18 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def _read_all(handle: BinaryIO) -> bytes:
+    with handle:
+        return handle.read()
+
+
+def _chunks(handle: BinaryIO, size: int = 1 << 16) -> Iterator[bytes]:
+    """The open file in blocks, closed at the end (or when the client goes away)."""
+    with handle:
+        while block := handle.read(size):
+            yield block
 
 
 def create_app(index: Index | str | Path, settings: ServerSettings | None = None,
@@ -193,16 +207,22 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         except KeyError:
             raise HTTPException(404, f"no item {item_id!r} in the index") from None
 
-    def source_file(hit: Hit) -> Path:
-        if hit.path is None or not Path(hit.path).is_file():
+    def source_file(hit: Hit) -> BinaryIO:
+        """The item's file, opened now and checked on the handle (``Index.open_source``): never a file that
+        a link swapped in since indexing points to outside the data folder, nor a FIFO or a device."""
+        try:
+            return idx.open_source(hit.id)
+        except SourceRefused as exc:
+            log.warning("item %r: refused to serve %s: %s", hit.id, hit.path, exc)
+            raise HTTPException(403, f"the source file of item {hit.id!r} is not served: {exc}") from None
+        except OSError:
             # the client sees the path inside the dataset only; the log has where the server looked
             log.warning("item %r: source file not found at %s", hit.id, hit.path)
             if hit.source is not None and not Path(hit.source).is_absolute():
                 where = f"{hit.source} is not in the data folder (serve with --data-root DIR if the dataset moved)"
             else:
                 where = f"{Path(hit.source or hit.path or '?').name} is not where it was indexed"
-            raise HTTPException(404, f"the source file of item {hit.id!r} is missing: {where}")
-        return Path(hit.path)
+            raise HTTPException(404, f"the source file of item {hit.id!r} is missing: {where}") from None
 
     # registered before /items/{id}: a path parameter would otherwise swallow "/thumbnail"
     @app.get("/items/{item_id:path}/thumbnail", summary="A small WebP/PNG preview of an image item",
@@ -211,21 +231,27 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         hit = lookup(item_id)
         if hit.kind != "image":
             raise HTTPException(404, f"item {item_id!r} is {hit.kind}: only images have thumbnails")
-        path = source_file(hit)
         try:
-            data = await run_in_threadpool(thumbs.get, hit.id, str(path))
+            data = await run_in_threadpool(_thumbnail, hit)
         except ItemError as exc:
             raise HTTPException(422, f"item {item_id!r} cannot be shown: {exc.reason}") from None
         return Response(data, media_type=thumbs.mime, headers={"Cache-Control": "public, max-age=3600"})
+
+    def _thumbnail(hit: Hit) -> bytes:
+        return thumbs.get(hit.id, lambda: _read_all(source_file(hit)))
 
     @app.get("/items/{item_id:path}", summary="The item: image/audio bytes, or JSON for text and vectors")
     def item(item_id: str) -> Response:
         hit = lookup(item_id)
         if hit.kind in ("image", "audio"):
-            path = source_file(hit)
-            found = sniff_file(path)
+            handle = source_file(hit)
+            head = handle.read(HEAD_BYTES)
+            handle.seek(0)
+            found = sniff(head)
             media = found[1] if found is not None and found[0] == hit.kind else "application/octet-stream"
-            return FileResponse(path, media_type=media, headers={"Cache-Control": "public, max-age=3600"})
+            size = os.fstat(handle.fileno()).st_size
+            return StreamingResponse(_chunks(handle), media_type=media,
+                                     headers={"Cache-Control": "public, max-age=3600", "Content-Length": str(size)})
         payload = hit.to_json()
         payload.pop("score"), payload.pop("cosine")
         return JSONResponse({**payload, "url": item_url(hit.id)})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections import OrderedDict
+from collections.abc import Callable
 from threading import Lock
 
 from PIL import Image, features
@@ -25,20 +26,21 @@ class ThumbnailCache:
         self._items: OrderedDict[str, bytes] = OrderedDict()
         self._lock = Lock()
 
-    def get(self, item_id: str, path: str) -> bytes:
+    def get(self, item_id: str, read: Callable[[], bytes]) -> bytes:
+        """The item's thumbnail; ``read`` gives the image file's bytes when it is not cached."""
         with self._lock:
             if item_id in self._items:
                 self._items.move_to_end(item_id)
                 return self._items[item_id]
-        data = self._render(path)
+        data = self._render(read())
         with self._lock:
             self._items[item_id] = data
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
         return data
 
-    def _render(self, path: str) -> bytes:
-        img = open_image(path)  # raises ItemError for unreadable files and images over the pixel limit
+    def _render(self, encoded: bytes) -> bytes:
+        img = open_image(encoded)  # raises ItemError for unreadable files and images over the pixel limit
         img.thumbnail((self.size_px, self.size_px), Image.Resampling.LANCZOS)
         out = io.BytesIO()
         img.save(out, _FORMAT, quality=85) if _FORMAT == "WEBP" else img.save(out, _FORMAT, optimize=True)
