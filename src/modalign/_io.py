@@ -12,11 +12,14 @@ import contextlib
 import ctypes
 import errno
 import hashlib
+import math
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock, Timeout
 
@@ -46,6 +49,50 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``limit`` bytes: a FIFO does not hang
+    the reader and a link to /dev/zero does not fill memory. Raises StorageError naming the path."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise storage_error(path, "read it", exc) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"{path}: not a regular file; refusing to read it")
+        if info.st_size > limit:
+            raise StorageError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} this file may hold")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise storage_error(path, "read it", exc) from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise StorageError(f"{path}: more than the {limit:,} bytes this file may hold")
+    return data
+
+
+def finite_json(obj: Any) -> tuple[Any, list[str]]:
+    """``obj`` with every NaN or infinite float replaced by None, and the JSON paths that held one: JSON has
+    no NaN, and a file holding one breaks strict readers."""
+    notes: list[str] = []
+
+    def walk(value: Any, path: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{path}: {value} written as null")
+            return None
+        if isinstance(value, dict):
+            return {k: walk(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
+        return value
+
+    return walk(obj, ""), notes
 
 
 def fsync_dir(folder: Path) -> None:

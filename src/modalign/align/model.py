@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
-from modalign._io import atomic_write_bytes, replace_folder
+from modalign._io import atomic_write_bytes, finite_json, read_regular, replace_folder
 from modalign.align.heads.base import Head
 from modalign.align.heads.registry import build_head
 from modalign.align.model_card import write_model_card
 from modalign.encoders.spec import code_specs
-from modalign.errors import ConfigError, UntrustedCodeError
+from modalign.errors import ConfigError, StorageError, UntrustedCodeError
 from modalign.settings import settings_path, trusted_encoders
 
 FORMAT = "modalign.aligned_model"
@@ -134,8 +134,10 @@ class AlignedModel:
                     tensors[f"{m}.{key}"] = value.detach().contiguous().clone()
             atomic_write_bytes(folder / "heads.safetensors", save(tensors))
             atomic_write_bytes(folder / "config.json", json.dumps(self.config(), indent=2).encode())
-            atomic_write_bytes(folder / "metrics.json",
-                               json.dumps(self.metrics, indent=2, default=_jsonable).encode())
+            metrics, notes = finite_json(json.loads(json.dumps(self.metrics, default=_jsonable)))
+            if notes:  # JSON has no NaN: null, and a note saying where
+                metrics["notes"] = [*metrics.get("notes", []), *notes]
+            atomic_write_bytes(folder / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False).encode())
             write_model_card(self, folder)
             for name, data in extra.items():
                 atomic_write_bytes(folder / name, data)
@@ -210,13 +212,22 @@ def check_no_code(where: Path, encoders: dict[str, str]) -> None:
                 f"in {settings_path()}")
 
 
+#: config.json and metrics.json are kilobytes; anything near this is not a model file
+MAX_JSON_BYTES = 64 << 20
+
+
 def _read_json(path: Path) -> Any:
-    """A JSON file of a model folder, or one ConfigError naming it (bad bytes, bad JSON)."""
+    """A JSON file of a model folder, or one ConfigError naming it (not a regular file, too large, bad
+    bytes, bad JSON, a number past Python's limits)."""
     try:
-        return json.loads(path.read_bytes().decode("utf-8"))
+        return json.loads(read_regular(path, MAX_JSON_BYTES).decode("utf-8"))
+    except StorageError as exc:
+        raise ConfigError(str(exc)) from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): {exc.reason}") from None
     except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, nesting too deep
         raise ConfigError(f"{path}: invalid JSON: {exc}") from None
 
 

@@ -37,10 +37,16 @@ def load_dataset(path: Path, on_error: str, allow_outside_root: bool = False,
 
 
 def holdout_part(dataset: PairedDataset, fraction: float, seed: int, part: str) -> PairedDataset:
-    """The train or test part of the concept-disjoint split (``fraction`` 0 = everything)."""
+    """The train or test part of the concept-disjoint split (``fraction`` 0 = everything); a split that leaves
+    either side empty exits 2 with the reason, instead of training on everything or scoring nothing."""
     if fraction <= 0:
         return dataset
     train, test = dataset.split(fraction, seed=seed)
+    n_groups = len(set(dataset.groups))
+    if not len(test) or not len(train):
+        empty = "test" if not len(test) else "training"
+        raise fail(f"--holdout {fraction:g} of {n_groups} group(s) leaves the {empty} "
+                   "part empty: the rows need more groups (a 'group' column, or --group-by) or another --holdout")
     return train if part == "train" else test
 
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from modalign._io import finite_json
 from modalign.align.trained_groups import rows_in_training
 from modalign.cli._common import holdout_part, load_dataset, split_settings
 from modalign.cli._ui import console, err_console, fail, metrics_table, progress_bars, report_skipped
@@ -88,6 +89,9 @@ def eval_command(
             result = evaluate_detailed(model, part, FeatureCache(cache), progress=update, hubness=hub)
     except (ModalignError, ValueError, KeyError) as exc:
         raise fail(str(exc)) from None
+    if result.n == 0:
+        raise fail(f"nothing to score: none of the {len(part)} {split} row(s) holds two of the model's modalities "
+                   f"({', '.join(model.modalities)}) that could be encoded")
     payload = result.to_json()
     payload["split"] = split
     if hub_block is not None:
@@ -132,7 +136,10 @@ def eval_command(
                                       trust_code)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2))
+        clean, notes = finite_json(payload)
+        if notes:
+            clean["notes"] = [*clean.get("notes", []), *notes]
+        json_out.write_text(json.dumps(clean, indent=2, allow_nan=False))
         console.print(f"[green]wrote[/] {json_out}")
     if report is not None:
         from modalign.evaluation.report import write_report

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from modalign.cli._common import grouping_note, holdout_part, load_dataset, parse_list, parse_mapping
+from modalign.cli._params import number
 from modalign.cli._ui import console, err_console, errors_jsonl, fail, progress_bars, report_skipped
 from modalign.cli.encoder_options import encoder_choices
 from modalign.errors import ModalignError
@@ -54,7 +55,8 @@ def fit_command(
                                   "(mean of their L2-normalised outputs)"),
     candidates: str = typer.Option("", "--candidates", help="with --method auto: methods or candidate names to "
                                    "try, e.g. cca,procrustes (default: all)"),
-    time_budget: float | None = typer.Option(None, "--time-budget", help="with --method auto: seconds of "
+    time_budget: float | None = typer.Option(None, "--time-budget", parser=number(0, above=True),
+                                             help="with --method auto: seconds of "
                                              "cross-validation after which the remaining trained candidates are "
                                              "skipped (off by default: the choice then depends on the machine)"),
     cv_folds: int = typer.Option(3, "--cv-folds", help="with --method auto: folds of whole groups"),
@@ -65,9 +67,11 @@ def fit_command(
     dim: int = typer.Option(256, "--dim", help="shared embedding dimension"),
     layers: str = typer.Option("last", "--layers", help="last | auto | MODALITY=LAYER,...; LAYER1+LAYER2: one "
                                 "layer per part of an A+B encoder (or several of one encoder), concatenated"),
-    structure: float = typer.Option(0.0, "--structure", help="STRUCTURE regularizer weight λ (0 = off)"),
+    structure: float = typer.Option(0.0, "--structure", parser=number(0),
+                                    help="STRUCTURE regularizer weight λ (0 = off)"),
     structure_levels: int = typer.Option(1, "--structure-levels", help="STRUCTURE levels L"),
-    intra: float = typer.Option(0.0, "--intra", help="intra-modal neighbourhood term weight (0 = off)"),
+    intra: float = typer.Option(0.0, "--intra", parser=number(0),
+                                help="intra-modal neighbourhood term weight (0 = off)"),
     lock: str = typer.Option("", "--lock", help="modality kept frozen (identity head); the others map into it"),
     anchor: str = typer.Option("", "--anchor", help="anchor modality of closed-form methods / GRAM"),
     option: list[str] = typer.Option(None, "--option", help="KEY=VALUE method/loss option, e.g. cwcl_power=4"),
@@ -81,19 +85,23 @@ def fit_command(
     steps: int | None = typer.Option(None, "--steps", help="optimizer steps (warm-up + cosine decay to 0, final "
                                      "weights kept); default: chosen from the number of pairs"),
     batch_size: int | None = typer.Option(None, "--batch-size", help="default: from the step schedule (32..256)"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(0.01, "--weight-decay"),
+    lr: float = typer.Option(1e-3, "--lr", parser=number(0, above=True), help="learning rate of trained methods"),
+    weight_decay: float = typer.Option(0.01, "--weight-decay", parser=number(0),
+                                       help="AdamW weight decay of trained methods"),
     patience: int | None = typer.Option(None, "--patience", help="stop after N evaluations (epochs, or steps/20) "
                                         "without validation gain and keep the best; default: 10 with --epochs, "
                                         "none with the step schedule (it trains its whole budget)"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="seed of the split, the CV folds and the initialisation"),
     holdout: float | None = typer.Option(
-        None, "--holdout", help="hold out this share of groups (eval uses them); default 0, or the base's"),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="share of training groups held back for "
+        None, "--holdout", parser=number(0, 1, below=True),
+        help="hold out this share of groups (eval uses them); default 0, or the base's"),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", parser=number(0, 1, below=True),
+                                       help="share of training groups held back for "
                                        "validation (early stopping with --epochs or --patience)"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
-    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="allow manifest paths outside "
+                                            "the manifest's folder"),
     backend: str = typer.Option("local", "--backend", help="feature extraction: local | ray (Ray Data)"),
     ray_address: str | None = typer.Option(None, "--ray-address", help="with --backend ray: cluster (e.g. auto)"),
     ray_workers: int = typer.Option(2, "--ray-workers", help="with --backend ray: encoder actors"),

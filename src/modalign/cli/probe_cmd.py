@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from modalign._io import finite_json
 from modalign.cli._common import holdout_part, load_dataset, parse_list, parse_mapping
+from modalign.cli._params import number
 from modalign.cli._ui import console, fail, progress_bars, report_skipped
 from modalign.errors import ModalignError
 
@@ -23,7 +25,8 @@ def probe_command(
     encoders: str = typer.Option("", "--encoders", help="MODALITY=ENCODER,... (default by kind)"),
     max_pairs: int = typer.Option(5000, "--max-pairs", min=3, help="score at most this many pairs (as fit does)"),
     metrics: str = typer.Option("mutual_knn,cka,cka_unbiased,rsa,svcca", "--metrics", help="measures to compute"),
-    holdout: float = typer.Option(0.0, "--holdout", help="probe the training part of this split (as fit --holdout)"),
+    holdout: float = typer.Option(0.0, "--holdout", parser=number(0, 1, below=True),
+                                  help="probe the training part of this split (as fit --holdout)"),
     seed: int = typer.Option(0, "--seed", help="seed of the split and of the pair sample (as fit --seed)"),
     report: Path | None = typer.Option(None, "--report", help="write an HTML report with heatmaps here"),
     json_out: Path | None = typer.Option(None, "--json", help="write every score as JSON here"),
@@ -58,7 +61,10 @@ def probe_command(
     console.print(f"[bold]fit --layers auto[/] would align: [cyan]{rec}[/]  (best mutual-kNN, k={result.k})")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(payload, indent=2))
+        clean, notes = finite_json(payload)
+        if notes:
+            clean["notes"] = [*clean.get("notes", []), *notes]
+        json_out.write_text(json.dumps(clean, indent=2, allow_nan=False))
         console.print(f"[green]wrote[/] {json_out}")
     if report is not None:
         from modalign.evaluation.report import write_probe_report

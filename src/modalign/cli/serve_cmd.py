@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from modalign.cli._params import number
 from modalign.cli._ui import console, err_console, fail
 from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app, open_index
 from modalign.cli.serve_workers import failed_reason, hold_port, supervise
@@ -40,12 +41,14 @@ def serve_command(
                                     "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
-    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="largest accepted request body"),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", parser=number(0, 1_000_000, above=True),
+                                        help="largest accepted request body"),
     max_text_chars: int = typer.Option(1000, "--max-text-chars"),
     max_k: int = typer.Option(1000, "--max-k", min=1, max=10000),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="allow browser calls from this origin "
                                           "(repeatable; CORS is off by default)"),
-    timeout: float = typer.Option(30.0, "--timeout", min=0.1, help="seconds a client may take to send a request "
+    timeout: float = typer.Option(30.0, "--timeout", parser=number(0.1, 86_400),
+                                  help="seconds a client may take to send a request "
                                   "body (then 408) and one search may take (then 503)"),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level"),
     torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="intra-op threads per query encode "
@@ -53,7 +56,7 @@ def serve_command(
     max_batch: int = typer.Option(64, "--max-batch", min=1, max=1024, help="text/image queries that arrive "
                                   "together are encoded and searched in one batch of at most this many "
                                   "(1 = one request at a time)"),
-    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", min=0.0, max=1000.0, help="milliseconds a "
+    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", parser=number(0, 1000), help="milliseconds a "
                                         "query waits for others to share its batch"),
     hubness: bool = typer.Option(False, "--hubness", help="re-score text/image/audio queries by the index's "
                                  "hubness statistics (CSLS or inverted softmax, from `modalign index --hubness`)"),

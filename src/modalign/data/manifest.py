@@ -19,6 +19,10 @@ _FOREIGN_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"
                  (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
+#: a manifest line longer than this is a row error, never read whole (inline vectors of 100k floats fit)
+MAX_LINE_BYTES = 16 << 20
+
+
 def read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
     """Yield (row number, row dict) — or (row number, reason) for a line that is not an object.
 
@@ -55,6 +59,9 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         except RecursionError:
             yield lineno, "invalid JSON: nested too deeply"
             continue
+        except ValueError as exc:  # an integer of thousands of digits (Python's int string limit)
+            yield lineno, f"invalid JSON: {exc}"
+            continue
         if not isinstance(row, dict):
             yield lineno, f"expected a JSON object, got {type(row).__name__}"
             continue
@@ -71,7 +78,14 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str, str | None]]:
                 raise ManifestError(str(path), [(1, "-", f"{NO_MODALITIES}: the file is {name} (it starts with a "
                                                          f"{name} byte-order mark); save it as UTF-8")])
         fh.seek(len(_UTF8_BOM) if head.startswith(_UTF8_BOM) else 0)
-        for lineno, raw in enumerate(fh, start=1):
+        lineno = 0
+        while raw := fh.readline(MAX_LINE_BYTES + 1):
+            lineno += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while (rest := fh.readline(1 << 20)) and not rest.endswith(b"\n"):  # skip it without keeping it
+                    pass
+                yield lineno, "", f"line longer than {MAX_LINE_BYTES // (1 << 20)} MiB; not read"
+                continue
             try:
                 yield lineno, raw.decode("utf-8"), None
             except UnicodeDecodeError as exc:
@@ -94,7 +108,7 @@ def _csv_value(value: str | None) -> Any:
     if stripped.startswith("[") and stripped.endswith("]"):
         try:
             return json.loads(stripped)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or an integer past Python's digit limit: kept as text
             return value
     return value
 

@@ -50,6 +50,9 @@ class RowValidator:
             self._error(number, None, "id", f"id must be a string or integer, got {type(raw_id).__name__}")
             return
         row_id = str(raw_id)
+        if any(ord(c) < 32 or ord(c) == 127 for c in row_id):  # a newline in an id breaks URLs and log lines
+            self._error(number, repr(row_id)[1:-1][:80], "id", "id holds a control character (newline, tab, ...)")
+            return
         if row_id in self._seen_ids:
             self._error(number, row_id, "id", f"duplicate id (first seen at row {self._seen_ids[row_id]})")
             return
@@ -154,11 +157,14 @@ class RowValidator:
 
     def _path(self, value: str) -> Path:
         path = Path(value)
-        full = (path if path.is_absolute() else self.root / path).resolve()
-        if not self.allow_outside_root and not full.is_relative_to(self.root):
-            raise ValueError(f"path {value!r} points outside the manifest's folder (use --allow-outside-root)")
-        if not full.is_file():
-            raise ValueError(f"file not found: {value}")
+        try:
+            full = (path if path.is_absolute() else self.root / path).resolve()
+            if not self.allow_outside_root and not full.is_relative_to(self.root):
+                raise ValueError(f"path {value!r} points outside the manifest's folder (use --allow-outside-root)")
+            if not full.is_file():
+                raise ValueError(f"file not found: {value}")
+        except OSError as exc:  # a name longer than the file system allows, a loop of links, ...
+            raise ValueError(f"path {value[:80]!r}{'…' if len(value) > 80 else ''}: {exc.strerror or exc}") from None
         return full
 
     def build(self, cls: type[PairedDataset], source: Path | None) -> PairedDataset:

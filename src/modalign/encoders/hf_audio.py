@@ -39,7 +39,7 @@ class HFAudioEncoder(Encoder):
         hf_logging.disable_progress_bar()
         self.path = Path(path)
         self._extractor = AutoFeatureExtractor.from_pretrained(str(path), local_files_only=True)
-        model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True).eval()
         # encoder-decoder speech models (Whisper): the encoder's states are the audio features
         self._model = model.get_encoder() if getattr(model.config, "is_encoder_decoder", False) else model
         self._config = model.config

@@ -40,7 +40,7 @@ class HFImageEncoder(Encoder):
         self.path = Path(path)
         self.pooling = pooling
         self._processor = AutoImageProcessor.from_pretrained(str(path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        self._model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True).eval()
         self._torch = torch
         n_hidden = int(self._model.config.num_hidden_layers)
         self._layers = ("emb", *(f"layer{i}" for i in range(1, n_hidden + 1)), "final")

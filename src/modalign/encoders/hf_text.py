@@ -41,7 +41,7 @@ class HFTextEncoder(Encoder):
         self.runtime = check_runtime(f"hf:{path}", runtime)
         self.pooling = pooling
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        self._model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True).eval()
         self.max_length = int(min(max_length, getattr(self._tokenizer, "model_max_length", max_length)))
         self._torch = torch
         n_hidden = int(self._model.config.num_hidden_layers)

@@ -25,7 +25,7 @@ from typing import Any
 
 from modalign.encoders.base import Encoder
 from modalign.encoders.combined import CombinedEncoder
-from modalign.encoders.errors import EncoderLoadError, check_options
+from modalign.encoders.errors import EncoderLoadError, EncoderOptionError, check_options
 from modalign.encoders.hf import hf_encoder
 from modalign.encoders.onnx_file import OnnxImageEncoder
 from modalign.encoders.plugins import call_factory, load_factory, load_plugin, plugin_entry_points
@@ -167,11 +167,23 @@ def get_encoder(spec: str, **options: Any) -> Encoder:
         try:
             encoder = _create(spec, scheme, target, dict(options))
         except (OSError, ImportError) as exc:
-            raise EncoderLoadError(f"encoder {spec!r}: {type(exc).__name__}: {exc}") from None
+            raise EncoderLoadError(f"encoder {spec!r}: {type(exc).__name__}: {_first_line(exc)}") from None
+        except (EncoderLoadError, EncoderOptionError):
+            raise
+        except Exception as exc:  # a damaged hf:/st: folder: bad JSON, truncated safetensors, a broken tokenizer
+            if scheme not in PATH_SCHEMES:
+                raise
+            raise EncoderLoadError(f"encoder {spec!r}: cannot load the model folder: {type(exc).__name__}: "
+                                   f"{_first_line(exc)}") from None
         _LIVE[key] = encoder
         while len(_LIVE) > _LIVE_MAX:
             _LIVE.popitem(last=False)
         return encoder
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else "no detail"
 
 
 def _combined(spec: str, parts: list[str], layers: Any = None) -> Encoder:

