@@ -184,3 +184,95 @@ def test_a_damaged_hf_folder_is_one_line(tmp_path: Path, damage: str) -> None:
                               "--encoders", f"text=hf:{folder}", "--cache", str(tmp_path / "c"),
                               "--out", str(tmp_path / "model")], code=2))
     assert str(folder) in said
+
+
+def test_uploads_share_one_byte_budget_and_wait_or_get_503() -> None:
+    """Bodies held at once are capped per process: a request past the cap waits, then gets 503 + Retry-After."""
+    import asyncio
+
+    from fastapi import HTTPException
+
+    from modalign.server.uploads import BodyBudget
+
+    async def run() -> None:
+        budget = BodyBudget(capacity=100, wait_s=0.2)
+        async with budget.hold(70):
+            async with budget.hold(30):  # fits beside it
+                assert budget.in_use == 100
+            with pytest.raises(HTTPException) as info:
+                async with budget.hold(40):
+                    pass
+            assert info.value.status_code == 503 and info.value.headers == {"Retry-After": "2"}
+            waiter = asyncio.create_task(_hold_after(budget, 40))
+            await asyncio.sleep(0.05)
+            assert not waiter.done()  # waits for room instead of failing at once
+        await waiter  # room was freed within its wait
+        assert budget.in_use == 0
+        async with budget.hold(10**9):  # one request alone always fits (the upload limit refuses it later)
+            assert budget.in_use == 100
+
+    async def _hold_after(budget: BodyBudget, n: int) -> None:
+        async with budget.hold(n):
+            pass
+
+    asyncio.run(run())
+
+
+def test_search_requests_give_their_share_back(vectors) -> None:
+    from fastapi.testclient import TestClient
+
+    from modalign.server import ServerSettings, create_app
+
+    app = create_app(vectors[2], ServerSettings(upload_budget_bytes=1 << 20))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for body in ({"vector": [1.0, 0, 0, 0, 0, 0], "k": 3}, {"vector": "bad"}, {"id": "nope"}):
+            client.post("/search", json=body)
+        assert app.state.upload_budget.in_use == 0
+
+
+def test_a_multichannel_high_rate_clip_decodes_in_bounded_memory(tmp_path: Path) -> None:
+    """8 channels at 384 kHz: decoded block by block into mono, never all channels of 30 s at once
+    (that alone would be 368 MB of float32)."""
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    path = tmp_path / "wide.flac"
+    rate, seconds, channels = 384_000, 31, 8
+    t = np.arange(rate) / rate
+    with sf.SoundFile(str(path), "w", samplerate=rate, channels=channels, subtype="PCM_16") as fh:
+        block = (0.3 * np.sin(2 * np.pi * 440 * t)[:, None] * np.ones(channels)).astype(np.float32)
+        for _ in range(seconds):
+            fh.write(block)
+    code = ("import resource, sys; from modalign.encoders.audio_io import load_audio; "
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; "
+            f"wave = load_audio({str(path)!r}); "
+            "print(len(wave), (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    samples, grown_mib = (int(v) for v in out.stdout.split())
+    assert samples == 30 * 16_000
+    assert grown_mib < 250, grown_mib  # mono at 384 kHz (46 MB) and its resampling, not 8 channels
+
+
+def test_a_file_is_checked_before_it_is_hashed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sparse 20 GB file named .png is refused from its header; nothing reads it whole."""
+    import importlib
+
+    from modalign.encoders import get_encoder
+    from modalign.features import FeatureCache, extract
+
+    extract_module = importlib.import_module("modalign.features.extract")  # the package re-exports the function
+
+    big = tmp_path / "huge.png"
+    with big.open("wb") as fh:
+        fh.truncate(20 << 30)
+    real_key = extract_module.item_key
+
+    def key(item: object) -> bytes:
+        assert item != big, "the 20 GB file was hashed"
+        return real_key(item)
+
+    monkeypatch.setattr(extract_module, "item_key", key)
+    res = extract(get_encoder("effnet-lite0"), [big], FeatureCache(tmp_path / "cache"), layers=["head"])
+    assert not res.ok[0] and "cannot read image" in res.errors[0][1]

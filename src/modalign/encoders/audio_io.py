@@ -34,6 +34,22 @@ MAX_FILE_SECONDS = 600.0
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 768_000
 
 
+def check_audio_header(path: Path) -> None:
+    """ItemError unless ``path``'s header is audio soundfile reads, at a real sample rate and length: a
+    bogus or huge file is refused before anyone hashes or decodes it."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
+        raise ItemError(path, f"cannot decode audio: {exc}") from None
+    if not MIN_SAMPLE_RATE <= int(info.samplerate) <= MAX_SAMPLE_RATE:
+        raise ItemError(path, f"unsupported sample rate {info.samplerate} Hz (expected "
+                              f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; is the header corrupt?)")
+    if info.frames > MAX_FILE_SECONDS * info.samplerate:
+        raise ItemError(path, f"audio is {info.frames / info.samplerate:.0f} s long, above {MAX_FILE_SECONDS:.0f} s")
+
+
 def load_audio(item: Any, sample_rate: int = SAMPLE_RATE, max_seconds: float = MAX_SECONDS) -> np.ndarray:
     """Decode ``item`` (a path to wav/ogg/flac/...) to mono float32 at ``sample_rate``, cut to ``max_seconds``.
 
@@ -56,14 +72,16 @@ def load_audio(item: Any, sample_rate: int = SAMPLE_RATE, max_seconds: float = M
                 raise ItemError(item, f"audio is {fh.frames / native_sr:.0f} s long, above {MAX_FILE_SECONDS:.0f} s")
             # only what the encoder will see is decoded (plus a little slack for the resampling filter)
             frames = min(int(fh.frames), int((max_seconds + 0.1) * native_sr)) if fh.frames > 0 else -1
-            data = fh.read(frames=frames, dtype="float32", always_2d=True)
+            # block by block, mixed to mono as it goes: 8 channels at 384 kHz never sit in memory at once
+            blocks = [b.mean(axis=1) if b.shape[1] > 1 else b[:, 0]
+                      for b in fh.blocks(blocksize=1 << 16, frames=frames, dtype="float32", always_2d=True)]
     except ItemError:
         raise
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as exc:
         raise ItemError(item, f"cannot decode audio: {exc}") from None
-    if data.size == 0:
+    wave = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
+    if wave.size == 0:
         raise ItemError(item, "audio has no samples (zero length)")
-    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.all(np.isfinite(wave)):
         raise ItemError(item, "audio has NaN or infinite samples")
     wave = resample(wave, native_sr, sample_rate)

@@ -85,6 +85,22 @@ class _PixelBudget:
 _DECODE_BUDGET = _PixelBudget(DECODE_BUDGET_PIXELS)
 
 
+def check_image_header(path: Path) -> None:
+    """ItemError unless ``path`` starts like an image Pillow reads, of an allowed size: only the header is
+    parsed, so a huge or bogus file is refused before anyone hashes or decodes it."""
+    try:
+        if path.stat().st_size == 0:
+            raise ItemError(path, "image file is empty (0 bytes)")
+        with Image.open(path) as img:
+            _check_size(path, img.size)
+    except ItemError:
+        raise
+    except FileNotFoundError:
+        raise ItemError(path, "image file not found") from None
+    except (*_PIL_ERRORS, OSError) as exc:
+        raise ItemError(path, f"cannot read image: {type(exc).__name__}: {exc}") from None
+
+
 def _high_depth_to_8bit(img: Image.Image) -> Image.Image:
     """Pillow clips 16-bit/float greyscale to 255 when converting; rescale instead."""
     arr = np.asarray(img, dtype=np.float32)

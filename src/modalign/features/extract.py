@@ -6,11 +6,14 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
+from modalign.encoders.audio_io import check_audio_header
 from modalign.encoders.base import Encoder
+from modalign.encoders.image_io import check_image_header
 from modalign.errors import ItemError
 from modalign.features.cache import FeatureCache
 from modalign.features.keys import item_key
@@ -19,6 +22,9 @@ log = logging.getLogger(__name__)
 
 OnError = Literal["skip", "fail"]
 
+
+#: per encoder kind: the header check every file item passes before it is hashed or decoded
+HEADER_CHECKS: dict[str, Callable[[Path], None]] = {"image": check_image_header, "audio": check_audio_header}
 
 @dataclass
 class Extraction:
@@ -90,9 +96,15 @@ def extract(
     n = len(items)
     keys: list[bytes | None] = []
     errors: list[tuple[int, str]] = []
+    check_header = HEADER_CHECKS.get(encoder.kind)
     for i, item in enumerate(items):
         try:
+            if check_header is not None and isinstance(item, Path):
+                check_header(item)  # before the file is hashed: a 20 GB file of zeros named .png costs nothing
             keys.append(item_key(item) if cache is not None else None)
+        except ItemError as exc:
+            keys.append(None)
+            errors.append((i, exc.reason))
         except TypeError:
             keys.append(None)  # in-memory items (a PIL image from an upload) bypass the cache
         except OSError as exc:

@@ -18,6 +18,8 @@ _SIGNATURES: list[tuple[bytes, int, str, str]] = [
     (b"ID3", 0, "audio", "audio/mpeg"),
 ]
 HEAD_BYTES = 16
+#: every MIME type ``sniff`` can answer (the content types a served item may have)
+MIME_TYPES = (*dict.fromkeys(mime for *_, mime in _SIGNATURES), "image/webp", "audio/wav")
 
 
 def sniff(head: bytes) -> tuple[str, str] | None:

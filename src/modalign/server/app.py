@@ -31,13 +31,13 @@ from modalign.search import Index, QueryError
 from modalign.search.hit import Hit
 from modalign.search.query import vector_modality
 from modalign.search.routing import ROUTINGS
-from modalign.search.sniff import HEAD_BYTES, sniff
+from modalign.search.sniff import HEAD_BYTES, MIME_TYPES, sniff
 from modalign.search.sources import SourceRefused
 from modalign.server.docs import add_offline_docs
 from modalign.server.queries import Job, SearchRunner, item_url
-from modalign.server.schemas import SearchRequest, SearchResponse, ServerSettings, multipart_schema
+from modalign.server.schemas import SearchRequest, SearchResponse, ServerSettings, error_responses, multipart_schema
 from modalign.server.thumbs import ThumbnailCache
-from modalign.server.uploads import parse_json, parse_multipart, read_body
+from modalign.server.uploads import BodyBudget, declared_length, parse_json, parse_multipart, read_body
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,8 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
     app.state.index = idx
     runner = SearchRunner(idx, cfg.max_batch, cfg.batch_wait_ms / 1000)
     app.state.runner = runner
+    budget = BodyBudget(cfg.upload_budget, cfg.budget_wait_s)
+    app.state.upload_budget = budget
 
     if cfg.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -145,6 +147,7 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         }
 
     @app.post("/search", response_model=SearchResponse, summary="Search with text, an image, audio or an item id",
+              responses=error_responses(400, 404, 408, 413, 415, 422, 503),
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": SearchRequest.model_json_schema()},
                   "multipart/form-data": {"schema": multipart_schema()}}}})
@@ -152,6 +155,10 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/json", "multipart/form-data"):
             raise HTTPException(415, "send application/json or multipart/form-data")
+        async with budget.hold(declared_length(request, cfg.max_upload_bytes)):
+            return await _search(request, ctype)
+
+    async def _search(request: Request, ctype: str) -> Response | SearchResponse:
         try:
             body = await asyncio.wait_for(read_body(request, cfg.max_upload_bytes), cfg.body_timeout_s)
         except TimeoutError:
@@ -226,7 +233,7 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
 
     # registered before /items/{id}: a path parameter would otherwise swallow "/thumbnail"
     @app.get("/items/{item_id:path}/thumbnail", summary="A small WebP/PNG preview of an image item",
-             responses={200: {"content": {thumbs.mime: {}}}})
+             responses={200: {"content": {thumbs.mime: {}}}, **error_responses(403, 404, 422)})
     async def thumbnail(item_id: str) -> Response:
         hit = lookup(item_id)
         if hit.kind != "image":
@@ -240,7 +247,10 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
     def _thumbnail(hit: Hit) -> bytes:
         return thumbs.get(hit.id, lambda: _read_all(source_file(hit)))
 
-    @app.get("/items/{item_id:path}", summary="The item: image/audio bytes, or JSON for text and vectors")
+    @app.get("/items/{item_id:path}", summary="The item: image/audio bytes, or JSON for text and vectors",
+             responses={200: {"content": {t: {} for t in ("application/json", *MIME_TYPES,
+                                                           "application/octet-stream")}},
+                        **error_responses(403, 404, 422)})
     def item(item_id: str) -> Response:
         hit = lookup(item_id)
         if hit.kind in ("image", "audio"):

@@ -27,6 +27,14 @@ class ServerSettings:
     batch_wait_ms: float = 5.0
     #: server processes sharing the port (``serve --workers``); each one runs this app
     workers: int = 1
+    #: request bodies held at once, in bytes, by all requests of this process (0: 4 × max_upload_bytes, at
+    #: least 64 MiB); past it a request waits up to ``budget_wait_s``, then gets 503 with Retry-After
+    upload_budget_bytes: int = 0
+    budget_wait_s: float = 2.0
+
+    @property
+    def upload_budget(self) -> int:
+        return self.upload_budget_bytes or max(4 * self.max_upload_bytes, 64 << 20)
 
 
 class SearchRequest(BaseModel):
@@ -75,3 +83,24 @@ def multipart_schema() -> dict[str, Any]:
                              "routing": {"type": "string", "enum": ["calibrated", "raw", "route"]},
                              "adaptive": {"type": "number"}, "query_modality": {"type": "string"}}
     return {"type": "object", "properties": props}
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer: one line for a person, or (422 from request validation) one per field."""
+
+    detail: str | list[ValidationIssue]
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route: each error status it may answer, with ``ErrorResponse`` as its body."""
+    reasons = {400: "bad request body", 403: "the item's file is not served", 404: "no such item or file",
+               408: "the request body arrived too slowly", 413: "request body over the limit",
+               415: "unsupported content or file type", 422: "invalid request",
+               503: "busy: try again after Retry-After seconds"}
+    return {code: {"model": ErrorResponse, "description": reasons[code]} for code in codes}

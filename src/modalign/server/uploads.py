@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -10,6 +13,43 @@ from starlette.datastructures import UploadFile
 
 MAX_FORM_FIELDS = 32
 MAX_FIELD_BYTES = 64 * 1024
+
+
+class BodyBudget:
+    """Bytes of request bodies this process holds at once, shared by every request: concurrent uploads wait
+    their turn (up to ``wait_s``, then 503 with Retry-After) instead of growing memory without bound. A
+    request holds its share from before its body is read until its answer is sent, since the body (and
+    its decode, which has its own pixel budget) lives that long."""
+
+    def __init__(self, capacity: int, wait_s: float) -> None:
+        self.capacity = capacity
+        self.wait_s = wait_s
+        self.in_use = 0
+        self._cond = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, n_bytes: int) -> AsyncIterator[None]:
+        n_bytes = min(max(n_bytes, 0), self.capacity)  # one request alone always fits
+        async with self._cond:
+            try:
+                await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use + n_bytes <= self.capacity),
+                                       self.wait_s)
+            except TimeoutError:
+                raise HTTPException(503, f"the server holds {self.in_use:,} bytes of uploads, its limit; try again",
+                                    headers={"Retry-After": "2"}) from None
+            self.in_use += n_bytes
+        try:
+            yield
+        finally:
+            async with self._cond:
+                self.in_use -= n_bytes
+                self._cond.notify_all()
+
+
+def declared_length(request: Request, max_bytes: int) -> int:
+    """What a request's body will take: its Content-Length, or the upload limit when it is chunked."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else max_bytes
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
