@@ -58,6 +58,10 @@ def test_a_huge_integer_in_a_manifest_or_metrics_is_one_line(vectors, tmp_path: 
 
     ds = PairedDataset.from_manifest(bad)
     assert len(ds) == len(rows) - 1 and "invalid JSON" in ds.errors[0].reason and ds.errors[0].row == 1
+    run_cli(["fit", "--data", str(bad), "--modalities", "vec_a,vec_b", "--method", "procrustes", "--dim", "4",
+             "--cache", str(tmp_path / "c"), "--out", str(tmp_path / "fitted")])
+    errors = [json.loads(line) for line in (tmp_path / "fitted" / "errors.jsonl").read_text().splitlines()]
+    assert errors[0]["row"] == 1 and "invalid JSON" in errors[0]["reason"]
     broken = tmp_path / "model"
     shutil.copytree(model, broken)
     (broken / "metrics.json").write_text('{"n": ' + HUGE + "}")
@@ -100,6 +104,11 @@ def test_rows_with_bad_names_ids_and_lines_are_row_errors(tmp_path: Path) -> Non
             {"id": "e", "image": "ok.png", "text": "fine"}]
     ds = PairedDataset.from_rows(rows, tmp_path)
     assert ds.ids == ["e"]
+    listed = tmp_path / "rows.jsonl"
+    listed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    said = _one_line(run_cli(["fit", "--data", str(listed), "--modalities", "image,text", "--on-error", "fail",
+                              "--out", str(tmp_path / "m")], code=2))
+    assert "row 1" in said and "File name too long" in said and "control character" in said, said
     reasons = {e.field: e.reason for e in ds.errors}
     assert "File name too long" in reasons["image"] and "control character" in reasons["id"]
     manifest = tmp_path / "long.jsonl"
