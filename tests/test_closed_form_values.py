@@ -1,0 +1,168 @@
+"""The closed forms auto picks in nearly every run, tested by value: planted data with known structure,
+and references that share no code with ``closed_form`` (scikit-learn, textbook float64 formulas)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.linalg import sqrtm
+
+from modalign.align.auto import group_folds
+from modalign.align.closed_form import (
+    ClosedFormSettings,
+    _shrunk,
+    cca_directions,
+    cca_pair,
+    fit_closed_form,
+    pca_basis,
+    power_weights,
+    procrustes_pair,
+    ridge_to,
+    shrunk_inv_sqrt_from_eigh,
+)
+from modalign.align.closed_form_grid import PairGrid
+
+RHO = np.array([0.95, 0.8, 0.6, 0.3])
+
+
+def planted(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two views whose canonical correlations are exactly RHO (in the population): latent pairs (z, ρz + √(1−ρ²)e),
+    plus independent noise dimensions, each side mixed by a random invertible matrix."""
+    rng = np.random.default_rng(seed)
+    k = len(RHO)
+    z = rng.normal(size=(n, k))
+    w = RHO * z + np.sqrt(1 - RHO**2) * rng.normal(size=(n, k))
+    a = np.hstack([z, rng.normal(size=(n, 6))]) @ rng.normal(size=(k + 6, k + 6))
+    b = np.hstack([w, rng.normal(size=(n, 4))]) @ rng.normal(size=(k + 4, k + 4))
+    return a - a.mean(0), b - b.mean(0)
+
+
+def test_cca_recovers_the_planted_canonical_correlations_and_whitens_both_sides() -> None:
+    a, b = planted(40_000)
+    ua, ub, corr = cca_directions(a, b, 4, reg=1e-9)
+    np.testing.assert_allclose(corr, RHO, atol=0.01)
+    za, zb = a @ ua, b @ ub
+    n = len(a)
+    # canonical variates: unit variance and uncorrelated on each side, correlated ρ_i across
+    np.testing.assert_allclose(za.T @ za / n, np.eye(4), atol=1e-5)
+    np.testing.assert_allclose(zb.T @ zb / n, np.eye(4), atol=1e-5)
+    np.testing.assert_allclose(za.T @ zb / n, np.diag(corr), atol=1e-5)
+
+
+def test_cca_matches_scikit_learn() -> None:
+    """Same canonical correlations and (up to sign) the same first variates as scikit-learn's CCA."""
+    from sklearn.cross_decomposition import CCA
+
+    a, b = planted(3000, seed=1)
+    ua, ub, corr = cca_directions(a, b, 2, reg=1e-9)
+    ref = CCA(n_components=2, scale=False, max_iter=5000, tol=1e-10).fit(a, b)
+    ra, rb = ref.transform(a, b)
+    for i in range(2):
+        got = np.corrcoef(a @ ua[:, i], b @ ub[:, i])[0, 1]
+        want = np.corrcoef(ra[:, i], rb[:, i])[0, 1]
+        assert got == pytest.approx(want, abs=1e-4) and got == pytest.approx(corr[i], abs=1e-4)
+        assert abs(np.corrcoef(a @ ua[:, i], ra[:, i])[0, 1]) == pytest.approx(1, abs=1e-4)
+
+
+def test_power_and_shrinkage_by_hand() -> None:
+    corr = np.array([0.9, 0.5, 0.1])
+    np.testing.assert_allclose(power_weights(corr, 2.0), corr)
+    np.testing.assert_allclose(power_weights(corr, 4.0), corr**2)
+    np.testing.assert_allclose(power_weights(corr, 0.0), np.ones(3))
+    c = np.array([[4.0, 1.0], [1.0, 2.0]])
+    np.testing.assert_allclose(_shrunk(c, 0.25), [[0.75 * 4 + 0.25 * 3, 0.75], [0.75, 0.75 * 2 + 0.25 * 3]])
+    w, v = np.linalg.eigh(c)
+    want = np.linalg.inv(sqrtm(_shrunk(c, 0.25)).real)
+    np.testing.assert_allclose(shrunk_inv_sqrt_from_eigh(w, v, 0.25), want, atol=1e-12)
+    a, b = planted(500)
+    for power in (0.0, 1.0, 2.0, 4.0):
+        pa, pb = cca_pair(a, b, 3, reg=0.3, power=power)
+        ua, ub, s = cca_directions(a, b, 3, reg=0.3)
+        np.testing.assert_allclose(pa, ua * s ** (power / 2))
+        np.testing.assert_allclose(pb, ub * s ** (power / 2))
+
+
+def test_procrustes_recovers_a_planted_rotation_with_an_orthogonal_map() -> None:
+    rng = np.random.default_rng(2)
+    a = rng.normal(size=(2000, 8)) * np.linspace(3, 1, 8)
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    b = a @ q + 0.01 * rng.normal(size=a.shape)
+    a, b = a - a.mean(0), b - b.mean(0)
+    for whiten in (False, True):
+        pa, pb_rot = procrustes_pair(a, b, 8, whiten=whiten)
+        pb, sb = pca_basis(b, 8)
+        rotation = np.linalg.lstsq(pb / sb if whiten else pb, pb_rot, rcond=None)[0]
+        np.testing.assert_allclose(rotation @ rotation.T, np.eye(8), atol=1e-8)  # orthogonal
+        np.testing.assert_allclose(b @ pb_rot, a @ pa, atol=0.05 * np.abs(a @ pa).max())
+
+
+def test_pca_basis_matches_the_svd() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 12)) @ rng.normal(size=(12, 12))
+    x -= x.mean(0)
+    basis, std = pca_basis(x, 5)
+    _, s, vt = np.linalg.svd(x, full_matrices=False)
+    np.testing.assert_allclose(std, s[:5] / np.sqrt(len(x) - 1), rtol=1e-10)
+    np.testing.assert_allclose(np.abs(np.sum(basis * vt[:5].T, axis=0)), 1, atol=1e-10)  # same axes up to sign
+
+
+def test_ridge_equals_its_normal_equations() -> None:
+    rng = np.random.default_rng(4)
+    b, y = rng.normal(size=(200, 6)), rng.normal(size=(200, 3))
+    gram = b.T @ b
+    lam = 0.5 * np.trace(gram) / 6
+    np.testing.assert_allclose(ridge_to(y, b, alpha=0.5), np.linalg.inv(gram + lam * np.eye(6)) @ b.T @ y)
+
+
+@pytest.mark.parametrize("kind", ["cca", "procrustes"])
+def test_heads_retrieve_planted_pairs_on_held_out_rows(kind: str) -> None:
+    """Fitted on 3,000 planted pairs (one latent, each side mixed and lightly noised), the heads find each
+    held-out row's partner among 500 (R@1 near 1)."""
+    rng = np.random.default_rng(6)
+    z = rng.normal(size=(3500, 6))
+    a = np.hstack([z, 0.05 * rng.normal(size=(3500, 3))]) @ rng.normal(size=(9, 9))
+    b = np.hstack([z, 0.05 * rng.normal(size=(3500, 2))]) @ rng.normal(size=(8, 8))
+    ones = np.ones(3000, bool)
+    heads = fit_closed_form({"a": a[:3000].astype(np.float32), "b": b[:3000].astype(np.float32)},
+                            {"a": ones, "b": ones}, ["a", "b"], ClosedFormSettings(kind, dim=6, whiten=True))
+    with torch.no_grad():
+        za = torch.nn.functional.normalize(heads["a"](torch.as_tensor(a[3000:], dtype=torch.float32)), dim=1)
+        zb = torch.nn.functional.normalize(heads["b"](torch.as_tensor(b[3000:], dtype=torch.float32)), dim=1)
+    sim = (za @ zb.T).numpy()
+    r1 = (np.mean(sim.argmax(1) == np.arange(500)) + np.mean(sim.argmax(0) == np.arange(500))) / 2
+    assert r1 > 0.95, r1
+
+
+def test_the_grid_equals_the_solvers() -> None:
+    """``PairGrid`` (auto's shared decompositions) gives the matrices ``cca_pair`` and ``procrustes_pair`` give."""
+    a, b = planted(800, seed=7)
+    grid = PairGrid(a, b, dim=5)
+    for reg in (0.1, 0.6):
+        for power in (0.0, 2.0):
+            ga, gb = grid.matrices("cca", {"reg": reg, "power": power})
+            ca, cb = cca_pair(a, b, 5, reg, power)
+            np.testing.assert_allclose(ga, ca, atol=1e-9)
+            np.testing.assert_allclose(gb, cb, atol=1e-9)
+    for whiten in (True, False):
+        ga, gb = grid.matrices("procrustes", {"whiten": whiten})
+        pa, pb = procrustes_pair(a, b, 5, whiten)
+        np.testing.assert_allclose(a @ ga @ (b @ gb).T, a @ pa @ (b @ pb).T, atol=1e-6)  # same similarities
+
+
+def test_group_folds_put_each_group_in_one_fold_balanced_and_seeded() -> None:
+    rng = np.random.default_rng(8)
+    groups = rng.integers(0, 100, size=1000)  # 100 groups of unequal size
+    folds = group_folds(groups, 3, seed=0)
+    all_rows = np.concatenate(folds)
+    assert sorted(all_rows.tolist()) == list(range(1000))  # every row exactly once
+    fold_of_group: dict[int, int] = {}
+    for f, rows in enumerate(folds):
+        for g in np.unique(groups[rows]):
+            assert fold_of_group.setdefault(int(g), f) == f, f"group {g} in two folds"
+    per_fold = [len(np.unique(groups[rows])) for rows in folds]
+    assert max(per_fold) - min(per_fold) <= 1  # groups dealt evenly
+    again = group_folds(groups, 3, seed=0)
+    assert all(np.array_equal(x, y) for x, y in zip(folds, again, strict=True))
+    other = group_folds(groups, 3, seed=1)
+    assert not all(np.array_equal(x, y) for x, y in zip(folds, other, strict=True))
