@@ -82,3 +82,67 @@ def test_an_unknown_loss_option_is_an_error_not_a_default() -> None:
     assert build_loss("infonce", {"temperature": 0.01}).config()["temperature"] == 0.01
     assert build_loss("siglip", {"siglip_max_scale": 50.0}).config()["max_scale"] == 50.0
     assert build_loss("gram", {"gram_label_smoothing": 0.1}).config()["label_smoothing"] == 0.1
+
+
+def _brute_infonce(za: torch.Tensor, zb: torch.Tensor, groups: list[int], tau: float) -> float:
+    """½ (L_{A→B} + L_{B→A}); L_{U→V} = −(1/N) Σ_i (1/|P_i|) Σ_{j∈P_i} log softmax_j(⟨u_i, v_j⟩/τ),
+    P_i = the rows of i's group (multi-positive targets spread uniformly over them)."""
+    n = len(za)
+
+    def direction(u: torch.Tensor, v: torch.Tensor) -> float:
+        total = 0.0
+        for i in range(n):
+            logits = [float(u[i].double() @ v[j].double()) / tau for j in range(n)]
+            top = max(logits)
+            log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+            positives = [j for j in range(n) if groups[j] == groups[i]]
+            total -= sum(logits[j] - log_z for j in positives) / len(positives)
+        return total / n
+
+    return 0.5 * (direction(za, zb) + direction(zb, za))
+
+
+def _brute_siglip(za: torch.Tensor, zb: torch.Tensor, groups: list[int], t: float, b: float) -> float:
+    """−(1/N) Σ_i Σ_j log σ(y_ij (t⟨za_i, zb_j⟩ + b)), y_ij = +1 when i and j share a group, else −1."""
+    n = len(za)
+    total = 0.0
+    for i in range(n):
+        for j in range(n):
+            y = 1.0 if groups[i] == groups[j] else -1.0
+            x = y * (t * float(za[i].double() @ zb[j].double()) + b)
+            total -= -math.log1p(math.exp(-x)) if x > 0 else x - math.log1p(math.exp(x))
+    return total / n
+
+
+def test_infonce_equals_a_brute_force_of_its_formula_with_multi_positive_groups() -> None:
+    from modalign.align.losses.infonce import InfoNCELoss
+
+    gen = torch.Generator().manual_seed(1)
+    n = 8
+    za = torch.nn.functional.normalize(torch.randn(n, 5, generator=gen), dim=1)
+    zb = torch.nn.functional.normalize(torch.randn(n, 5, generator=gen), dim=1)
+    groups = [0, 1, 1, 2, 3, 3, 3, 4]  # groups of one, two and three rows
+    loss = InfoNCELoss(temperature=0.07, learn_temperature=False)
+    got = float(loss(za, zb, PairBatch(groups=torch.tensor(groups))))
+    assert abs(got - _brute_infonce(za, zb, groups, tau=0.07)) < 1e-5
+    singles = list(range(n))  # every row its own group: plain CLIP
+    got = float(loss(za, zb, PairBatch(groups=torch.tensor(singles))))
+    assert abs(got - _brute_infonce(za, zb, singles, tau=0.07)) < 1e-5
+
+
+def test_siglip_equals_a_brute_force_of_its_formula_with_multi_positive_groups() -> None:
+    from modalign.align.losses.siglip import SigLIPLoss
+
+    gen = torch.Generator().manual_seed(2)
+    n = 8
+    za = torch.nn.functional.normalize(torch.randn(n, 5, generator=gen), dim=1)
+    zb = torch.nn.functional.normalize(torch.randn(n, 5, generator=gen), dim=1)
+    groups = [0, 0, 1, 2, 2, 2, 3, 4]
+    loss = SigLIPLoss(scale=10.0, bias=-10.0)
+    got = float(loss(za, zb, PairBatch(groups=torch.tensor(groups))))
+    assert abs(got - _brute_siglip(za, zb, groups, t=10.0, b=-10.0)) < 1e-4
+    with torch.no_grad():  # a learnt scale past max_scale is clamped to it
+        loss.log_t.fill_(math.log(500.0))
+        loss.bias.fill_(-3.0)
+    got = float(loss(za, zb, PairBatch(groups=torch.tensor(groups))))
+    assert abs(got - _brute_siglip(za, zb, groups, t=100.0, b=-3.0)) < 1e-4
