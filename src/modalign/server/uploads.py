@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,25 +27,31 @@ class BodyBudget:
         self.capacity = capacity
         self.wait_s = wait_s
         self.in_use = 0
-        self._cond = asyncio.Condition()
+        # a thread lock and polling, not an asyncio.Condition: the app may be driven from more than one
+        # event loop (test clients, embedding apps), and asyncio primitives bind to the first one
+        self._lock = threading.Lock()
+
+    def _take(self, n_bytes: int) -> bool:
+        with self._lock:
+            if self.in_use + n_bytes > self.capacity:
+                return False
+            self.in_use += n_bytes
+            return True
 
     @contextlib.asynccontextmanager
     async def hold(self, n_bytes: int) -> AsyncIterator[None]:
         n_bytes = min(max(n_bytes, 0), self.capacity)  # one request alone always fits
-        async with self._cond:
-            try:
-                await asyncio.wait_for(self._cond.wait_for(lambda: self.in_use + n_bytes <= self.capacity),
-                                       self.wait_s)
-            except TimeoutError:
+        deadline = time.monotonic() + self.wait_s
+        while not self._take(n_bytes):
+            if time.monotonic() >= deadline:
                 raise HTTPException(503, f"the server holds {self.in_use:,} bytes of uploads, its limit; try again",
-                                    headers={"Retry-After": "2"}) from None
-            self.in_use += n_bytes
+                                    headers={"Retry-After": "2"})
+            await asyncio.sleep(0.01)
         try:
             yield
         finally:
-            async with self._cond:
+            with self._lock:
                 self.in_use -= n_bytes
-                self._cond.notify_all()
 
 
 def declared_length(request: Request, max_bytes: int) -> int:
