@@ -35,15 +35,15 @@ def manifest_for(pairs: int, data_dir: Path) -> Path:
     if pairs <= 1000:  # icons: ~3.5 rows per concept, cut to exactly `pairs` rows
         prepared = DATASETS.create("icons").prepare(data_dir / "icons-small", limit=pairs // 2).manifest
         lines = prepared.read_text().splitlines()[:pairs]
-        out = data_dir / f"icons-{pairs}.jsonl"
+        out = prepared.parent / f"first-{pairs}.jsonl"  # beside it: its image paths are relative
         out.write_text("\n".join(lines) + "\n")
         return out
     if pairs <= 5000:  # the demo's data: Noto + OpenMoji, base emoji (3,698 rows)
         recipe = DATASETS.create("emoji", styles=["noto", "openmoji"], include_variants=False)
         return recipe.prepare(data_dir / "emoji-demo").manifest
-    prepared = DATASETS.create("icons").prepare(data_dir / "icons-all").manifest
+    prepared = DATASETS.create("icons").prepare(data_dir / "icons-all").manifest  # all ~14.6k icons
     lines = prepared.read_text().splitlines()[:pairs]
-    out = data_dir / f"icons-{pairs}.jsonl"
+    out = prepared.parent / f"first-{pairs}.jsonl"
     out.write_text("\n".join(lines) + "\n")
     return out
 

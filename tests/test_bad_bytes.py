@@ -67,6 +67,13 @@ def test_a_huge_integer_in_a_manifest_or_metrics_is_one_line(vectors, tmp_path: 
     (broken / "metrics.json").write_text('{"n": ' + HUGE + "}")
     said = _one_line(run_cli(["eval", "--model", str(broken), "--data", str(manifest)], code=2))
     assert "metrics.json: invalid JSON" in said
+    index = tmp_path / "index"
+    shutil.copytree(vectors[2], index)
+    text = (index / "index.json").read_text()
+    (index / "index.json").write_text(text.replace('"generation": ', '"generation": ' + HUGE + ", \"x\": ", 1))
+    said = _one_line(run_cli(["export", "--index", str(index), "--to", "parquet", "--out", str(tmp_path / "x")],
+                             code=2))
+    assert "index.json: invalid JSON" in said
 
 
 @pytest.mark.parametrize("kind", ["fifo", "dev-zero"])

@@ -224,3 +224,10 @@ def test_eval_warns_when_test_rows_share_a_text_with_training_rows(icons: Path, 
     assert "identical to a training row" in " ".join(text.split())
     assert json.loads(js.read_text())["test_rows_sharing_items_with_training"] > 0
     assert load_file(str(out / "heads.safetensors"))
+
+
+def test_dir_of_the_package_lists_the_public_api() -> None:
+    import modalign
+
+    assert {"fit", "load", "evaluate", "PairedDataset", "AlignedModel", "Encoder"} <= set(dir(modalign))
+    assert "importlib" not in dir(modalign)

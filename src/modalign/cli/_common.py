@@ -39,6 +39,8 @@ def load_dataset(path: Path, on_error: str, allow_outside_root: bool = False,
 def holdout_part(dataset: PairedDataset, fraction: float, seed: int, part: str) -> PairedDataset:
     """The train or test part of the concept-disjoint split (``fraction`` 0 = everything); a split that leaves
     either side empty exits 2 with the reason, instead of training on everything or scoring nothing."""
+    if not len(dataset):
+        raise fail("no usable rows: every row of the manifest was skipped (see the reasons above)")
     if fraction <= 0:
         return dataset
     train, test = dataset.split(fraction, seed=seed)

@@ -29,7 +29,7 @@ Prefix = Literal["passage", "query"]
 @ENCODERS.register("e5")
 class E5Encoder(Encoder):
     """``prefix``: e5 was trained with ``"passage: "`` / ``"query: "`` prefixes; ``passage`` (default) is
-    the one DESIGN.md names, ``query`` is what the model card advises for symmetric tasks (bitext).
+    the one the design names, ``query`` is what the model card advises for symmetric tasks (bitext).
 
     ``threads``: OpenMP threads of the engine (default: all cores). A runtime knob only — it does not
     change the numbers, so it is not part of ``config()`` / the cache id.

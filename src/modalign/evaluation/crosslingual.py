@@ -5,7 +5,7 @@ Every text modality of the model (``text``, ``text_es``, ``text_kjv`` ...) count
 
 - per-language retrieval: L → P and P → L for each L in S, all on the same rows (those that have P and
   every language of S), so the languages are compared on one gallery;
-- MRV (1-to-K, DESIGN.md): for each instance, the variance across the languages of S of the rank of the
+- MRV (1-to-K, docs/architecture.md): for each instance, the variance across the languages of S of the rank of the
   correct item, averaged over instances. ``to``: a query in language L retrieves P (an instance = the
   tuple of the row's query texts, so four images of one emoji sharing their names count once);
   ``from``: an item of P retrieves the L gallery (an instance = one unique P item). 0 = every language

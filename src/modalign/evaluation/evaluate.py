@@ -200,5 +200,5 @@ def _group_relevance(
 
 def evaluate(model: AlignedModel, dataset: PairedDataset, cache: FeatureCache | None = None,
              **kwargs: Any) -> dict[str, Any]:
-    """The ``eval --json`` dictionary (see DESIGN.md)."""
+    """The ``eval --json`` dictionary (its keys: docs/architecture.md, "Contracts")."""
     return evaluate_detailed(model, dataset, cache, **kwargs).to_json()

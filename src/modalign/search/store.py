@@ -33,14 +33,16 @@ from filelock import Timeout
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.numpy import load_file, save
 
-from modalign._io import atomic_write_bytes, file_lock, fsync_dir, sha256_file
+from modalign._io import atomic_write_bytes, file_lock, fsync_dir, read_regular, sha256_file
 from modalign.align.model import ALLOWED_FILES
-from modalign.errors import ConfigError
+from modalign.errors import ConfigError, StorageError
 from modalign.search.catalog import Segment
 
 FORMAT = "modalign.index"
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
+#: index.json lists segments and checksums: megabytes at most, even for millions of items
+MAX_INDEX_FILE_BYTES = 256 << 20
 MODEL_DIR = "model"
 SEGMENT_RE = re.compile(r"^seg-(\d{6})$")
 ANN_RE = re.compile(r"^ann-(\d{6})-[A-Za-z0-9_.-]+\.faiss$")
@@ -112,13 +114,17 @@ class IndexStore:
         if not path.is_file():
             raise ConfigError(f"{self.folder}: not a modalign index ({INDEX_FILE} is missing)")
         try:
-            raw = json.loads(path.read_text())
+            raw = json.loads(read_regular(path, MAX_INDEX_FILE_BYTES).decode("utf-8"))
             self.manifest = IndexManifest.model_validate(raw)
+        except StorageError as exc:
+            raise ConfigError(str(exc)) from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: invalid JSON: {exc}") from None
         except ValidationError as exc:
             problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:10])
             raise ConfigError(f"{path}: invalid index file: {problems}") from None
+        except (ValueError, RecursionError) as exc:  # not UTF-8, an integer of thousands of digits
+            raise ConfigError(f"{path}: invalid JSON: {exc}") from None
 
     @staticmethod
     def exists(folder: str | Path) -> bool:
