@@ -292,3 +292,20 @@ def test_a_file_is_checked_before_it_is_hashed(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setattr(extract_module, "item_key", key)
     res = extract(get_encoder("effnet-lite0"), [big], FeatureCache(tmp_path / "cache"), layers=["head"])
     assert not res.ok[0] and "cannot read image" in res.errors[0][1]
+
+
+def test_serve_on_a_busy_port_is_one_line_exit_3_before_it_says_serving(vectors) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    _, _, index = vectors
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run([str(Path(sys.executable).parent / "modalign"), "serve", "--index", str(index),
+                               "--port", str(port)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "serving" not in proc.stdout and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]

@@ -231,3 +231,18 @@ def test_dir_of_the_package_lists_the_public_api() -> None:
 
     assert {"fit", "load", "evaluate", "PairedDataset", "AlignedModel", "Encoder"} <= set(dir(modalign))
     assert "importlib" not in dir(modalign)
+
+
+def test_fit_help_groups_its_options_into_panels_at_80_columns() -> None:
+    from typer.testing import CliRunner
+
+    from modalign.cli import app
+
+    text = CliRunner().invoke(app, ["fit", "--help"], env={"COLUMNS": "80"}).output
+    order = [text.index(f"─ {panel} ") for panel in ("Basics", "Method", "Training", "Encoders & runtime",
+                                                        "Scale-out", "Advanced")]
+    assert all(o > 0 for o in order)
+    assert "required, unless" in " ".join(text.split())
+    assert "``" not in text  # no raw markup
+    top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"}).output
+    assert "MODALIGN_CACHE" in top and "Exit codes" in top

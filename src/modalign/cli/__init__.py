@@ -24,7 +24,10 @@ from modalign.cli.serve_cmd import serve_command
 
 app = typer.Typer(
     name="modalign",
-    help="Align frozen pretrained encoders into one shared embedding space with a few thousand pairs.",
+    help="Align frozen pretrained encoders into one shared embedding space with a few thousand pairs.\n\n"
+         "Encoded features are cached in $MODALIGN_CACHE (default ~/.cache/modalign/features; --cache DIR "
+         "per command): reruns encode nothing, and deleting the folder only costs re-encoding. "
+         "Exit codes: 0 ok, 2 bad input, 3 environment (a busy port, a missing package).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,

@@ -32,85 +32,128 @@ def parse_options(values: list[str] | None, option: str) -> dict[str, Any]:
 
 
 def fit_command(
-    data: Path = typer.Option(..., "--data", help="manifest (JSONL, CSV or Parquet)", exists=True, dir_okay=False),
-    out: Path = typer.Option(..., "--out", help="model directory to write (a new, empty or model folder)"),
+    data: Path = typer.Option(..., "--data", help="manifest (JSONL, CSV or Parquet)", exists=True, dir_okay=False,
+        rich_help_panel="Basics"),
+    out: Path = typer.Option(..., "--out", help="model directory to write (a new, empty or model folder)",
+        rich_help_panel="Basics"),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into --out although it holds other files "
-                                   "(they are left alone)"),
-    modalities: str = typer.Option("", "--modalities", help="comma-separated modality fields, e.g. image,text"),
+                                   "(they are left alone)",
+        rich_help_panel="Basics"),
+    modalities: str = typer.Option("", "--modalities", help="comma-separated modality fields, e.g. image,text "
+                                   "(required, unless --base/--add grow a model)", rich_help_panel="Basics"),
     encoders: str = typer.Option("", "--encoders", help="MODALITY=SPEC,...: a built-in or plugin name, hf:PATH, "
-                                 "st:PATH, onnx:PATH or py:MODULE:FACTORY (default by kind)"),
+                                 "st:PATH, onnx:PATH or py:MODULE:FACTORY (default by kind)",
+        rich_help_panel="Encoders & runtime"),
     encoder_option: list[str] = typer.Option(None, "--encoder-option", help="MODALITY.KEY=VALUE encoder option "
-                                             "(repeat), e.g. text.pooling=cls"),
+                                             "(repeat), e.g. text.pooling=cls",
+        rich_help_panel="Encoders & runtime"),
     runtime: str = typer.Option("", "--runtime", help="MODALITY=RUNTIME,...: torch | onnx | onnx-int8 for the "
                                 "built-in effnet-lite0 and minilm (dinov2-s: onnx | onnx-int8); the model records "
-                                "it. Default torch (docs/encoders.md, Runtimes)"),
+                                "it. Default torch (docs/encoders.md, Runtimes)",
+        rich_help_panel="Encoders & runtime"),
     method: str | None = typer.Option(
         None, "--method", help="auto (default: group k-fold cross-validation over the candidates, then a refit) "
         "| infonce | siglip | cwcl | gram | symile (trained) | procrustes | cca | ridge (closed form). Options "
         "that only a trained method reads (--epochs, --steps, --batch-size, --workers, --grad-chunks, --head, "
-        "--structure, --intra, --seeds) make the default infonce; with --base/--add it is infonce too"),
+        "--structure, --intra, --seeds) make the default infonce; with --base/--add it is infonce too",
+        rich_help_panel="Method"),
     seeds: int = typer.Option(1, "--seeds", help="trained methods: train N heads with seeds --seed..--seed+N-1 and "
-                              "report the spread (mean ± std) of the validation metrics; the model keeps the first"),
+                              "report the spread (mean ± std) of the validation metrics; the model keeps the first",
+        rich_help_panel="Method"),
     ensemble: bool = typer.Option(False, "--ensemble", help="with --seeds N: save the N heads as one ensemble "
-                                  "(mean of their L2-normalised outputs)"),
+                                  "(mean of their L2-normalised outputs)",
+        rich_help_panel="Method"),
     candidates: str = typer.Option("", "--candidates", help="with --method auto: methods or candidate names to "
-                                   "try, e.g. cca,procrustes (default: all)"),
+                                   "try, e.g. cca,procrustes (default: all)",
+        rich_help_panel="Method"),
     time_budget: float | None = typer.Option(None, "--time-budget", parser=number(0, above=True),
                                              help="with --method auto: seconds of "
                                              "cross-validation after which the remaining trained candidates are "
-                                             "skipped (off by default: the choice then depends on the machine)"),
-    cv_folds: int = typer.Option(3, "--cv-folds", help="with --method auto: folds of whole groups"),
+                                             "skipped (off by default: the choice then depends on the machine)",
+        rich_help_panel="Method"),
+    cv_folds: int = typer.Option(3, "--cv-folds", help="with --method auto: folds of whole groups",
+        rich_help_panel="Method"),
     group_by: str = typer.Option("", "--group-by", help="field whose value names each row's concept (default: "
-                                 "'group'; without one, rows sharing an identical text or file are grouped)"),
-    head: str = typer.Option("linear", "--head", help="head for trained methods: linear | mlp | moe"),
-    head_option: list[str] = typer.Option(None, "--head-option", help="KEY=VALUE head hyper-parameter (repeat)"),
-    dim: int = typer.Option(256, "--dim", help="shared embedding dimension"),
+                                 "'group'; without one, rows sharing an identical text or file are grouped)",
+        rich_help_panel="Basics"),
+    head: str = typer.Option("linear", "--head", help="head for trained methods: linear | mlp | moe",
+        rich_help_panel="Training"),
+    head_option: list[str] = typer.Option(None, "--head-option", help="KEY=VALUE head hyper-parameter (repeat)",
+        rich_help_panel="Training"),
+    dim: int = typer.Option(256, "--dim", help="shared embedding dimension", rich_help_panel="Basics"),
     layers: str = typer.Option("last", "--layers", help="last | auto | MODALITY=LAYER,...; LAYER1+LAYER2: one "
-                                "layer per part of an A+B encoder (or several of one encoder), concatenated"),
+                                "layer per part of an A+B encoder (or several of one encoder), concatenated",
+        rich_help_panel="Encoders & runtime"),
     structure: float = typer.Option(0.0, "--structure", parser=number(0),
-                                    help="STRUCTURE regularizer weight λ (0 = off)"),
-    structure_levels: int = typer.Option(1, "--structure-levels", help="STRUCTURE levels L"),
+                                    help="STRUCTURE regularizer weight λ (0 = off)",
+        rich_help_panel="Training"),
+    structure_levels: int = typer.Option(1, "--structure-levels", help="STRUCTURE levels L",
+        rich_help_panel="Training"),
     intra: float = typer.Option(0.0, "--intra", parser=number(0),
-                                help="intra-modal neighbourhood term weight (0 = off)"),
-    lock: str = typer.Option("", "--lock", help="modality kept frozen (identity head); the others map into it"),
-    anchor: str = typer.Option("", "--anchor", help="anchor modality of closed-form methods / GRAM"),
-    option: list[str] = typer.Option(None, "--option", help="KEY=VALUE method/loss option, e.g. cwcl_power=4"),
-    base: Path | None = typer.Option(None, "--base", help="existing model: add --add to it, keeping it frozen"),
+                                help="intra-modal neighbourhood term weight (0 = off)",
+        rich_help_panel="Training"),
+    lock: str = typer.Option("", "--lock", help="modality kept frozen (identity head); the others map into it",
+        rich_help_panel="Method"),
+    anchor: str = typer.Option("", "--anchor", help="anchor modality of closed-form methods / GRAM",
+        rich_help_panel="Method"),
+    option: list[str] = typer.Option(None, "--option", help="KEY=VALUE method/loss option, e.g. cwcl_power=4",
+        rich_help_panel="Method"),
+    base: Path | None = typer.Option(None, "--base", help="existing model: add --add to it, keeping it frozen",
+        rich_help_panel="Advanced"),
     trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
-                                    "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
-    add: str = typer.Option("", "--add", help="with --base: the modality to add"),
-    partners: str = typer.Option("", "--partners", help="with --base: modalities of the space to pair with"),
+                                    "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused",
+        rich_help_panel="Advanced"),
+    add: str = typer.Option("", "--add", help="with --base: the modality to add", rich_help_panel="Advanced"),
+    partners: str = typer.Option("", "--partners", help="with --base: modalities of the space to pair with",
+        rich_help_panel="Advanced"),
     epochs: int | None = typer.Option(None, "--epochs", help="train for N epochs (batch 256 unless --batch-size) "
-                                      "instead of the step schedule"),
+                                      "instead of the step schedule",
+        rich_help_panel="Training"),
     steps: int | None = typer.Option(None, "--steps", help="optimizer steps (warm-up + cosine decay to 0, final "
-                                     "weights kept); default: chosen from the number of pairs"),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="default: from the step schedule (32..256)"),
-    lr: float = typer.Option(1e-3, "--lr", parser=number(0, above=True), help="learning rate of trained methods"),
+                                     "weights kept); default: chosen from the number of pairs",
+        rich_help_panel="Training"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="default: from the step schedule (32..256)",
+        rich_help_panel="Training"),
+    lr: float = typer.Option(1e-3, "--lr", parser=number(0, above=True), help="learning rate of trained methods",
+        rich_help_panel="Training"),
     weight_decay: float = typer.Option(0.01, "--weight-decay", parser=number(0),
-                                       help="AdamW weight decay of trained methods"),
+                                       help="AdamW weight decay of trained methods",
+        rich_help_panel="Training"),
     patience: int | None = typer.Option(None, "--patience", help="stop after N evaluations (epochs, or steps/20) "
                                         "without validation gain and keep the best; default: 10 with --epochs, "
-                                        "none with the step schedule (it trains its whole budget)"),
-    seed: int = typer.Option(0, "--seed", help="seed of the split, the CV folds and the initialisation"),
+                                        "none with the step schedule (it trains its whole budget)",
+        rich_help_panel="Training"),
+    seed: int = typer.Option(0, "--seed", help="seed of the split, the CV folds and the initialisation",
+        rich_help_panel="Basics"),
     holdout: float | None = typer.Option(
         None, "--holdout", parser=number(0, 1, below=True),
-        help="hold out this share of groups (eval uses them); default 0, or the base's"),
+        help="hold out this share of groups (eval uses them); default 0, or the base's",
+        rich_help_panel="Basics"),
     val_fraction: float = typer.Option(0.1, "--val-fraction", parser=number(0, 1, below=True),
                                        help="share of training groups held back for "
-                                       "validation (early stopping with --epochs or --patience)"),
-    cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
-    on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
+                                       "validation (early stopping with --epochs or --patience)",
+        rich_help_panel="Training"),
+    cache: Path | None = typer.Option(None, "--cache", help="feature cache directory (default $MODALIGN_CACHE, else "
+                                          "~/.cache/modalign/features)", rich_help_panel="Basics"),
+    on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row", rich_help_panel="Basics"),
     allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="allow manifest paths outside "
-                                            "the manifest's folder"),
-    backend: str = typer.Option("local", "--backend", help="feature extraction: local | ray (Ray Data)"),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="with --backend ray: cluster (e.g. auto)"),
-    ray_workers: int = typer.Option(2, "--ray-workers", help="with --backend ray: encoder actors"),
+                                            "the manifest's folder",
+        rich_help_panel="Basics"),
+    backend: str = typer.Option("local", "--backend", help="feature extraction: local | ray (Ray Data)",
+        rich_help_panel="Scale-out"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="with --backend ray: cluster (e.g. auto)",
+        rich_help_panel="Scale-out"),
+    ray_workers: int = typer.Option(2, "--ray-workers", help="with --backend ray: encoder actors",
+        rich_help_panel="Scale-out"),
     workers: int = typer.Option(1, "--workers", help="train on N DDP processes (gloo on CPU, NCCL on GPUs); "
-                                "fixed --epochs, no early stopping"),
+                                "fixed --epochs, no early stopping",
+        rich_help_panel="Scale-out"),
     grad_chunks: int = typer.Option(1, "--grad-chunks", help="GradCache: embed each batch in N chunks "
-                                    "(large contrastive batches in less memory, ~1 extra forward)"),
+                                    "(large contrastive batches in less memory, ~1 extra forward)",
+        rich_help_panel="Scale-out"),
     device: str = typer.Option("cpu", "--device", help="train the heads on cpu | cuda | cuda:N | auto (cuda when "
-                               "available); one process (DDP ranks take one GPU each)"),
+                               "available); one process (DDP ranks take one GPU each)",
+        rich_help_panel="Encoders & runtime"),
 ) -> None:
     """Fit heads that align MODALITIES of the manifest into one space (or, with --base/--add, grow one)."""
     from modalign.align import TrainerSettings, fit, load

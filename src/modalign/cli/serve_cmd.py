@@ -16,7 +16,7 @@ import typer
 from modalign.cli._params import number
 from modalign.cli._ui import console, err_console, fail
 from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app, open_index
-from modalign.cli.serve_workers import failed_reason, hold_port, supervise
+from modalign.cli.serve_workers import failed_reason, free_port_or_fail, hold_port, supervise
 from modalign.errors import ModalignError
 from modalign.search import Index
 from modalign.search.store import IndexStore
@@ -84,6 +84,10 @@ def serve_command(
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level, "timeout_keep_alive": 5,
                                "access_log": log_level in ("info", "debug")}
     if workers == 1:
+        try:  # before loading anything and before saying "serving": a busy port is one line, exit 3
+            free_port_or_fail(host, port)
+        except OSError as exc:
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=3) from None
         try:
             app = build_app(plan)
         except ServeSetupError as exc:
@@ -112,7 +116,7 @@ def serve_command(
         try:
             held = hold_port(host, port)  # holds the port (never listens) while the workers bind it too
         except OSError as exc:
-            raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+            raise fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}", code=3) from None
         with held:
             port = held.getsockname()[1]
             _say_serving(index_dir, index, host, port, f" with {workers} workers")

@@ -61,6 +61,13 @@ def port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def free_port_or_fail(host: str, port: int) -> None:
+    """OSError (EADDRINUSE, EACCES ...) when (host, port) cannot be bound now; the port stays free."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+
+
 def hold_port(host: str, port: int) -> socket.socket:
     """The parent's socket on (host, port), bound but never listening, that the workers' sockets join.
 
