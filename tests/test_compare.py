@@ -64,6 +64,9 @@ def test_eval_compare_cli(tmp_path_factory: pytest.TempPathFactory, tmp_path: Pa
             assert s["b"] == pytest.approx(b["directions"][direction][metric])  # ... and as B's
             assert s["delta"] == pytest.approx(s["b"] - s["a"])
             assert 0 < s["p_value"] <= 1
+            lo, hi = s["CI95_delta"]  # every key number whole in the table, though printed at 80 columns
+            assert f"{s['p_value']:.4f}" in text and f"[{lo:+.3f}, {hi:+.3f}]" in text and f"{s['delta']:+.3f}" in text
+    assert "…" not in text
 
     # a model fitted on another split may have seen the test concepts: warn and record it
     model_c = fit_model(manifest, cache, tmp_path / "other-split", "procrustes", "--seed", "5")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 import typer
+import typer.core
 
 from modalign import __version__
 
@@ -22,6 +24,16 @@ from modalign.cli.index_cmd import index_command
 from modalign.cli.probe_cmd import probe_command
 from modalign.cli.serve_cmd import serve_command
 
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _flag_without_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    """Help shows a flag without a type: typer labels it ``<bool>``, which reads as if it took a value."""
+    return "" if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flag_without_type  # type: ignore[method-assign]
+
 app = typer.Typer(
     name="modalign",
     help="Align frozen pretrained encoders into one shared embedding space with a few thousand pairs.\n\n"
@@ -30,7 +42,7 @@ app = typer.Typer(
          "Exit codes: 0 ok, 2 bad input, 3 environment (a busy port, a missing package).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,
 )
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(encoders_app, name="encoders")

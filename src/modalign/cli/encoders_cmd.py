@@ -18,7 +18,7 @@ def list_command(
                               "(loads weights)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
-    """Name, modality kind, dims, layers, runtimes (the ``runtime`` option, default first), source package and
+    """Name, modality kind, dims, layers, runtimes (the `runtime` option, default first), source package and
     whether it is installed."""
     from modalign.encoders.catalog import list_encoders
 

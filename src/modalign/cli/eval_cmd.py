@@ -172,6 +172,8 @@ def _zero_shot(model: AlignedModel, part: PairedDataset, result: EvalResult, cac
 def _compare(model_dir: Path, other_dir: Path, part: PairedDataset, result: EvalResult, cache: Path | None,
              fraction: float, seed: int, n_boot: int, hub: Hubness | None = None,
              trust_code: bool = False) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.measure import Measurement
     from rich.table import Table
 
     from modalign.align import load
@@ -206,7 +208,11 @@ def _compare(model_dir: Path, other_dir: Path, part: PairedDataset, result: Eval
             table.add_row(direction if i == 0 else "", metric, f"{s['a']:.3f}", f"{s['b']:.3f}",
                           f"{s['delta']:+.3f}", f"[{lo:+.3f}, {hi:+.3f}]", f"[{style}]{s['p_value']:.4f}[/]" if style
                           else f"{s['p_value']:.4f}", end_section=i == len(d["metrics"]) - 1)
-    console.print(table)
+    # never cut a number: at 80 columns or in a pipe the table is printed at its natural width instead
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    wide = Console(file=console.file, width=max(console.width, natural), force_terminal=console.is_terminal,
+                   color_system=console.color_system)  # type: ignore[arg-type]
+    wide.print(table)
     return block
 
 
