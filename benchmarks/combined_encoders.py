@@ -62,7 +62,7 @@ VARIANTS: dict[str, tuple[list[tuple[str, str]], str, bool]] = {
                                              "(not a CLI option: each part centred on its training mean, then L2)",
                                              True),
 }
-METHODS = {"auto": {"method": "auto", "options": {"candidates": "all", "folds": 3}},
+METHODS = {"auto": {"method": "auto", "options": {"candidates": "all", "cv_folds": 3}},
            "procrustes": {"method": "procrustes"}}
 
 

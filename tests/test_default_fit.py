@@ -56,7 +56,7 @@ def test_the_choice_does_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch
 
 
 def test_an_explicit_time_budget_says_the_choice_depends_on_time() -> None:
-    fitted = _fit_auto(options={"candidates": "cca,infonce", "budget_s": 1e-9})
+    fitted = _fit_auto(options={"candidates": "cca,infonce", "time_budget": 1e-9})
     auto = fitted.info["auto"]
     assert auto["time_dependent"] is True
     assert any("time budget" in r.get("skipped", "") for r in auto["table"] if r["method"] == "infonce")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -86,6 +87,8 @@ def _grid() -> dict[str, Candidate]:
 #: every candidate auto knows, by name (the ``--candidates`` vocabulary also takes method names)
 CANDIDATES: dict[str, Candidate] = _grid()
 DEFAULT_FOLDS = 3
+#: auto's option names before they matched the CLI's flags, still accepted with a DeprecationWarning
+RENAMED_OPTIONS = {"folds": "cv_folds", "budget_s": "time_budget"}
 #: a trained candidate continues past the first fold only when it ranks in this top on that fold
 HALVING_TOP = 3
 #: CV runs on at most this many rows (a seeded sample of whole groups); the refit uses every row
@@ -334,12 +337,18 @@ def _table_row(cand: Candidate, book: _Scores, chance: list[float]) -> dict[str,
 
 
 def fit_auto(ctx: FitContext) -> MethodResult:
-    """CV over the candidates (``options``: ``candidates``, ``folds``, ``budget_s``), refit the winner."""
+    """CV over the candidates (``options``: ``candidates``, ``cv_folds``, ``time_budget``, as the CLI's
+    ``--candidates``, ``--cv-folds``, ``--time-budget``), refit the winner."""
     ctx.check_locked()
     opts = dict(ctx.options)
-    unknown = set(opts) - {"candidates", "folds", "budget_s", "anchor"}
+    for old, new in RENAMED_OPTIONS.items():  # the names before they matched the CLI's
+        if old in opts:
+            warnings.warn(f"auto option {old!r} is now {new!r}", DeprecationWarning, stacklevel=3)
+            opts.setdefault(new, opts.pop(old))
+    unknown = set(opts) - {"candidates", "cv_folds", "time_budget", "anchor"}
     if unknown:
-        raise ValueError(f"auto: unknown option(s) {sorted(unknown)}; it takes anchor, budget_s, candidates, folds")
+        raise ValueError(f"auto: unknown option(s) {sorted(unknown)}; it takes anchor, candidates, cv_folds, "
+                         "time_budget")
     candidates = select_candidates(opts.get("candidates"))
     if ctx.locked or ctx.head != "linear":
         # a non-linear head is the user's explicit choice, and closed forms lock only their anchor:
@@ -348,8 +357,8 @@ def fit_auto(ctx: FitContext) -> MethodResult:
     if not candidates:
         raise ValueError("auto: no candidate left to try")
     t0 = time.perf_counter()
-    budget = opts.get("budget_s")
-    table = cross_validate(ctx, candidates, int(opts.get("folds", DEFAULT_FOLDS)),
+    budget = opts.get("time_budget")
+    table = cross_validate(ctx, candidates, int(opts.get("cv_folds", DEFAULT_FOLDS)),
                            None if budget is None else float(budget), progress=ctx.progress)
     scored = [r for r in table if "mean" in r]
     if not scored:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -192,16 +193,17 @@ def fit(
     val_fraction: float = 0.1,
     settings: TrainerSettings | None = None,
     options: Mapping[str, Any] | None = None,
-    locked: Sequence[str] = (),
+    lock: Sequence[str] = (),
     on_error: Literal["skip", "fail"] = "skip",
     progress: Progress | None = None,
     seeds: int = 1,
     ensemble: bool = False,
+    locked: Sequence[str] | None = None,
 ) -> AlignedModel:
     """Fit heads aligning ``modalities`` of ``dataset`` (use ``dataset.split`` first to hold out a test set).
 
     ``method``: ``auto`` (default: group k-fold cross-validation on these rows over closed forms and
-    trained losses, then a refit of the winner; ``options`` ``candidates`` / ``folds`` / ``budget_s``),
+    trained losses, then a refit of the winner; ``options`` ``candidates`` / ``cv_folds`` / ``time_budget``),
     a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes, cca, ridge).
     Left at None it is ``auto``, or ``infonce`` when a training-only argument is given (a non-default
     schedule, batch size, workers or grad_chunks in ``settings``, a non-linear ``head``, ``structure`` /
@@ -210,8 +212,13 @@ def fit(
     spread of the validation metrics in ``metrics["fit"]["seeds"]``; ``ensemble`` keeps all N heads
     averaged (``EnsembleHead``) instead of the first seed's;
     ``options`` holds its knobs and regularizer weights (``{"structure": 10}``);
-    ``locked`` modalities keep their frozen features (identity head), the others map into them.
+    ``lock`` modalities keep their frozen features (identity head), the others map into them (``--lock``;
+    ``locked`` is its former name, still accepted with a DeprecationWarning).
     """
+    if locked is not None:
+        warnings.warn("fit(locked=...) is now fit(lock=...), as the CLI's --lock", DeprecationWarning, stacklevel=2)
+        lock = locked
+    locked = tuple(lock)
     modalities = list(modalities)
     given = training_arguments(head=head, seeds=seeds, **settings_arguments(settings, options))
     method = resolve_method(method, given, (options or {}).get("candidates"))

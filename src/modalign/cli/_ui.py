@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from modalign._io import atomic_write_bytes
+from modalign._io import atomic_write_bytes, finite_json
 
 console = Console(stderr=False)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -64,6 +65,29 @@ def progress_bars() -> Iterator[Any]:
         stages = StageBars(bars)
         yield stages.update
         stages.finish_all()  # not on an exception: a failed step keeps the count it reached
+
+
+@contextmanager
+def json_on_stdout(enabled: bool) -> Iterator[None]:
+    """With ``--json``: everything printed for people goes to stderr, so stdout holds one JSON document."""
+    if not enabled:
+        yield
+        return
+    saved = console._file  # None = follow sys.stdout, which a test runner swaps per invocation
+    console.file = sys.stderr
+    try:
+        yield
+    finally:
+        console._file = saved
+
+
+def emit_json(document: Any) -> None:
+    """The one JSON document of a ``--json`` run, on stdout (never NaN: null, with a note)."""
+    clean, notes = finite_json(document)
+    if notes and isinstance(clean, dict):
+        clean["notes"] = [*clean.get("notes", []), *notes]
+    sys.stdout.write(json.dumps(clean, indent=1, allow_nan=False, default=str) + "\n")
+    sys.stdout.flush()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

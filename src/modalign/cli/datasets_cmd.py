@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from modalign.cli._ui import console, fail, progress_bars
+from modalign.cli._ui import console, emit_json, fail, progress_bars
 from modalign.data.recipes.base import DatasetRecipe, PrepareResult
 
 datasets_app = typer.Typer(help="Built-in paired datasets that install from apt/npm/pip.", no_args_is_help=True)
@@ -17,10 +17,17 @@ COLUMNS = ("name", "modalities", "size", "licence", "source", "ready")
 
 
 @datasets_app.command("list")
-def list_command() -> None:
+def list_command(
+    as_json: bool = typer.Option(False, "--json", help="print JSON (one object per dataset) instead of a table"),
+) -> None:
     """Show every built-in dataset: modalities, size, licence, install source."""
     from modalign.data.recipes import DATASETS
 
+    if as_json:
+        emit_json([{"name": name, "modalities": list(r.modalities), "size": r.approx_size, "licence": r.licence,
+                    "source": r.source, "missing": r.missing_requirements()}
+                   for name in DATASETS.names() for r in [DATASETS.create(name)]])
+        return
     rows = []
     for name in DATASETS.names():
         recipe = DATASETS.create(name)

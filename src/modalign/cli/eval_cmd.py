@@ -12,7 +12,17 @@ import typer
 from modalign._io import finite_json
 from modalign.align.trained_groups import rows_in_training
 from modalign.cli._common import holdout_part, load_dataset, split_settings
-from modalign.cli._ui import console, err_console, fail, metrics_table, progress_bars, report_skipped
+from modalign.cli._config import config_option
+from modalign.cli._ui import (
+    console,
+    emit_json,
+    err_console,
+    fail,
+    json_on_stdout,
+    metrics_table,
+    progress_bars,
+    report_skipped,
+)
 from modalign.data.auto_groups import AUTO_GROUPING, shared_items
 from modalign.data.dataset import split_indices
 from modalign.errors import ModalignError
@@ -32,11 +42,13 @@ HUBNESS_HALF_SEED = 0
 
 
 def eval_command(
+    config: Path | None = config_option(),
     model_dir: Path = typer.Option(..., "--model", help="model directory from `modalign fit`", exists=True),
     data: Path = typer.Option(..., "--data", help="manifest to evaluate on", exists=True, dir_okay=False),
     trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
                                     "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
-    json_out: Path | None = typer.Option(None, "--json", help="write metrics JSON here"),
+    json_out: Path | None = typer.Option(None, "--json", help="write metrics JSON here; '-' prints it "
+                                         "on stdout (everything else then goes to stderr)"),
     report: Path | None = typer.Option(None, "--report", help="write an HTML report here"),
     split: str = typer.Option("auto", "--split", help="auto | test | train | all (auto: the fit's held-out groups)"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
@@ -63,89 +75,94 @@ def eval_command(
                                             "auto (the default, chosen as for --hubness-k)"),
 ) -> None:
     """Cross-modal retrieval in both directions (R@1/5/10, MRR, median rank) and the modality gap."""
-    from modalign.align import load
-    from modalign.evaluation import evaluate_detailed
-    from modalign.features import FeatureCache
+    to_stdout = json_out is not None and str(json_out) == "-"
+    with json_on_stdout(to_stdout):
+        from modalign.align import load
+        from modalign.evaluation import evaluate_detailed
+        from modalign.features import FeatureCache
 
-    try:
-        model = load(model_dir, trust_code=trust_code)
-    except ModalignError as exc:
-        raise fail(str(exc)) from None
-    by = (model.training.get("grouping") or {}).get("by")
-    ds = load_dataset(data, on_error, allow_outside_root, by if by not in (None, "group", AUTO_GROUPING) else None)
-    fraction, seed = split_settings(model.training)
-    if split == "auto":
-        split = "test" if fraction > 0 else "all"
-    if split not in ("test", "train", "all"):
-        raise fail(f"--split must be auto, test, train or all, got {split!r}")
-    given = _hubness_value(hubness, hubness_k, hubness_beta)
-    part = ds if split == "all" else holdout_part(ds, fraction, seed, split)
-    hub: Hubness | None = None
-    hub_block: dict[str, Any] | None = None
-    try:
-        if hubness != "none":
-            hub, part, hub_block = _choose_hubness(model, ds, part, split, fraction, seed, hubness, given, cache)
-        with progress_bars() as update:
-            result = evaluate_detailed(model, part, FeatureCache(cache), progress=update, hubness=hub)
-    except (ModalignError, ValueError, KeyError) as exc:
-        raise fail(str(exc)) from None
-    if result.n == 0:
-        raise fail(f"nothing to score: none of the {len(part)} {split} row(s) holds two of the model's modalities "
-                   f"({', '.join(model.modalities)}) that could be encoded")
-    payload = result.to_json()
-    payload["split"] = split
-    if hub_block is not None:
-        # plain cosine on the very rows scored: the half fallback makes them fewer than without --hubness
-        hub_block["cosine_directions"] = {name: d.cosine_metrics for name, d in result.directions.items()}
-        payload["hubness"] = hub_block
-    payload["provenance"] = eval_provenance(model_dir, model, data, ["modalign", *sys.argv[1:]])
-    if split == "test" and fraction > 0:
-        train_part = holdout_part(ds, fraction, seed, "train")
-        shared = shared_items((train_part.columns, train_part.kinds), (part.columns, part.kinds))
-        if shared:
-            err_console.print(f"[yellow]warning:[/] {shared} of the {len(part)} test rows hold a text or file "
-                              "identical to a training row's (their groups differ): these scores are optimistic; "
-                              "give such rows one group")
-            payload["test_rows_sharing_items_with_training"] = shared
-    seen = rows_in_training(model.training, part.groups)
-    if seen is not None:
-        payload["training_rows_scored"] = seen
-    from modalign.evaluation.report.payload import enrich_payload
+        try:
+            model = load(model_dir, trust_code=trust_code)
+        except ModalignError as exc:
+            raise fail(str(exc)) from None
+        by = (model.training.get("grouping") or {}).get("by")
+        ds = load_dataset(data, on_error, allow_outside_root, by if by not in (None, "group", AUTO_GROUPING) else None)
+        fraction, seed = split_settings(model.training)
+        if split == "auto":
+            split = "test" if fraction > 0 else "all"
+        if split not in ("test", "train", "all"):
+            raise fail(f"--split must be auto, test, train or all, got {split!r}")
+        given = _hubness_value(hubness, hubness_k, hubness_beta)
+        part = ds if split == "all" else holdout_part(ds, fraction, seed, split)
+        hub: Hubness | None = None
+        hub_block: dict[str, Any] | None = None
+        try:
+            if hubness != "none":
+                hub, part, hub_block = _choose_hubness(model, ds, part, split, fraction, seed, hubness, given, cache)
+            with progress_bars() as update:
+                result = evaluate_detailed(model, part, FeatureCache(cache), progress=update, hubness=hub)
+        except (ModalignError, ValueError, KeyError) as exc:
+            raise fail(str(exc)) from None
+        if result.n == 0:
+            raise fail(f"nothing to score: none of the {len(part)} {split} row(s) holds two of the model's modalities "
+                       f"({', '.join(model.modalities)}) that could be encoded")
+        payload = result.to_json()
+        payload["split"] = split
+        if hub_block is not None:
+            # plain cosine on the very rows scored: the half fallback makes them fewer than without --hubness
+            hub_block["cosine_directions"] = {name: d.cosine_metrics for name, d in result.directions.items()}
+            payload["hubness"] = hub_block
+        payload["provenance"] = eval_provenance(model_dir, model, data, ["modalign", *sys.argv[1:]])
+        if split == "test" and fraction > 0:
+            train_part = holdout_part(ds, fraction, seed, "train")
+            shared = shared_items((train_part.columns, train_part.kinds), (part.columns, part.kinds))
+            if shared:
+                err_console.print(f"[yellow]warning:[/] {shared} of the {len(part)} test rows hold a text or file "
+                                  "identical to a training row's (their groups differ): these scores are optimistic; "
+                                  "give such rows one group")
+                payload["test_rows_sharing_items_with_training"] = shared
+        seen = rows_in_training(model.training, part.groups)
+        if seen is not None:
+            payload["training_rows_scored"] = seen
+        from modalign.evaluation.report.payload import enrich_payload
 
-    enrich_payload(payload, result, n_boot=bootstrap)
-    report_skipped([f"{i} [{m}]: {r}" for i, m, r in result.errors], None)
-    title = f"{model_dir.name} on {data.name} ({split}, n={payload['n']})"
-    if seen:
-        title += f" — {seen} of {len(part)} rows are from groups the model TRAINED on: not a held-out score"
-        err_console.print(f"[yellow]warning:[/] {seen} of the {len(part)} rows scored belong to groups the model "
-                          "trained on; fit with --holdout and evaluate with --split test for a held-out score")
-    label = model.method if hub is None else f"{model.method} + {hub.method}"
-    console.print(metrics_table(title, {label: payload["directions"]}))
-    console.print(f"modality gap: {payload['modality_gap']:.3f}")
-    if hub_block is not None:
-        console.print(_hubness_line(hub_block))
-    if crosslingual:
-        block = _crosslingual(model, result)
-        if block is not None:
-            payload["crosslingual"] = block
-    if zero_shot_labels is not None or label_field is not None:
-        payload["zero_shot"] = _zero_shot(model, part, result, cache, zero_shot_labels, label_field, templates,
-                                          bootstrap)
-    if compare is not None:
-        payload["compare"] = _compare(model_dir, compare, part, result, cache, fraction, seed, bootstrap, hub,
-                                      trust_code)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        clean, notes = finite_json(payload)
-        if notes:
-            clean["notes"] = [*clean.get("notes", []), *notes]
-        json_out.write_text(json.dumps(clean, indent=2, allow_nan=False))
-        console.print(f"[green]wrote[/] {json_out}")
-    if report is not None:
-        from modalign.evaluation.report import write_report
+        enrich_payload(payload, result, n_boot=bootstrap)
+        report_skipped([f"{i} [{m}]: {r}" for i, m, r in result.errors], None)
+        title = f"{model_dir.name} on {data.name} ({split}, n={payload['n']})"
+        if seen:
+            title += f" — {seen} of {len(part)} rows are from groups the model TRAINED on: not a held-out score"
+            err_console.print(f"[yellow]warning:[/] {seen} of the {len(part)} rows scored belong to groups the model "
+                              "trained on; fit with --holdout and evaluate with --split test for a held-out score")
+        label = model.method if hub is None else f"{model.method} + {hub.method}"
+        console.print(metrics_table(title, {label: payload["directions"]}))
+        console.print(f"modality gap: {payload['modality_gap']:.3f}")
+        if hub_block is not None:
+            console.print(_hubness_line(hub_block))
+        if crosslingual:
+            block = _crosslingual(model, result)
+            if block is not None:
+                payload["crosslingual"] = block
+        if zero_shot_labels is not None or label_field is not None:
+            payload["zero_shot"] = _zero_shot(model, part, result, cache, zero_shot_labels, label_field, templates,
+                                              bootstrap)
+        if compare is not None:
+            payload["compare"] = _compare(model_dir, compare, part, result, cache, fraction, seed, bootstrap, hub,
+                                          trust_code)
+        if json_out is not None:
+            clean, notes = finite_json(payload)
+            if notes:
+                clean["notes"] = [*clean.get("notes", []), *notes]
+            if to_stdout:
+                emit_json(clean)
+            else:
+                json_out.parent.mkdir(parents=True, exist_ok=True)
+                json_out.write_text(json.dumps(clean, indent=2, allow_nan=False))
+                console.print(f"[green]wrote[/] {json_out}")
+        if report is not None:
+            from modalign.evaluation.report import write_report
 
-        write_report(report, model, part, result, payload)
-        console.print(f"[green]wrote[/] {report}")
+            write_report(report, model, part, result, payload)
+            console.print(f"[green]wrote[/] {report}")
 
 
 def _zero_shot(model: AlignedModel, part: PairedDataset, result: EvalResult, cache: Path | None,

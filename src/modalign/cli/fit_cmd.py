@@ -11,8 +11,18 @@ from typing import Any
 import typer
 
 from modalign.cli._common import grouping_note, holdout_part, load_dataset, parse_list, parse_mapping
+from modalign.cli._config import config_option
 from modalign.cli._params import number
-from modalign.cli._ui import console, err_console, errors_jsonl, fail, progress_bars, report_skipped
+from modalign.cli._ui import (
+    console,
+    emit_json,
+    err_console,
+    errors_jsonl,
+    fail,
+    json_on_stdout,
+    progress_bars,
+    report_skipped,
+)
 from modalign.cli.encoder_options import encoder_choices
 from modalign.errors import ModalignError
 
@@ -32,6 +42,7 @@ def parse_options(values: list[str] | None, option: str) -> dict[str, Any]:
 
 
 def fit_command(
+    config: Path | None = config_option(),
     data: Path = typer.Option(..., "--data", help="manifest (JSONL, CSV or Parquet)", exists=True, dir_okay=False,
         rich_help_panel="Basics"),
     out: Path = typer.Option(..., "--out", help="model directory to write (a new, empty or model folder)",
@@ -100,6 +111,8 @@ def fit_command(
         rich_help_panel="Method"),
     base: Path | None = typer.Option(None, "--base", help="existing model: add --add to it, keeping it frozen",
         rich_help_panel="Advanced"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document (the model, what was fitted, the "
+                                 "estimate) on stdout; everything else goes to stderr", rich_help_panel="Basics"),
     trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
                                     "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused",
         rich_help_panel="Advanced"),
@@ -194,9 +207,9 @@ def fit_command(
                        "procrustes, cca, ridge")
         if time_budget is not None and not time_budget > 0:  # also refuses nan
             raise fail(f"--time-budget must be a positive number of seconds, got {time_budget}")
-        options.update(candidates=candidates or "all", folds=cv_folds)
+        options.update(candidates=candidates or "all", cv_folds=cv_folds)
         if time_budget is not None:
-            options["budget_s"] = time_budget
+            options["time_budget"] = time_budget
     elif candidates:
         raise fail(f"--candidates goes with --method auto, not --method {method}")
     if epochs is not None and steps is not None:
@@ -283,7 +296,7 @@ def fit_command(
                     train, mods, encoders=enc_map, method=method, head=head,
                     head_options=parse_options(head_option, "--head-option"), dim=dim, layers=_layers(layers),
                     cache=FeatureCache(cache), val_fraction=val_fraction, settings=settings, options=options,
-                    locked=parse_list(lock), on_error=on_error, progress=update,  # type: ignore[arg-type]
+                    lock=parse_list(lock), on_error=on_error, progress=update,  # type: ignore[arg-type]
                     seeds=seeds, ensemble=ensemble,
                 )
     except (ModalignError, ValueError, KeyError, TypeError) as exc:
@@ -307,7 +320,27 @@ def fit_command(
     except (ModalignError, OSError) as exc:
         raise fail(str(exc)) from None
     report_skipped(model.fit_errors, errors_path)
-    _summary(model, out, method, add)
+    with json_on_stdout(as_json):
+        _summary(model, out, method, add)
+    if as_json:
+        emit_json(fit_document(model, out))
+
+
+def fit_document(model: Any, out: Path) -> dict[str, Any]:
+    """``fit --json``: where the model is, what was fitted, and the estimate to act on."""
+    fit_info = model.metrics.get("fit", {})
+    auto = fit_info.get("auto") if isinstance(fit_info.get("auto"), dict) else None
+    t = model.training
+    doc: dict[str, Any] = {
+        "model": str(out), "method": model.method, "fitted": auto["picked"] if auto else model.method,
+        "dim": model.dim, "dim_requested": t.get("dim_requested", model.dim), "dim_note": t.get("dim_note"),
+        "modalities": {m: {"encoder": b.encoder, "layer": b.layer} for m, b in model.branches.items()},
+        "rows": t.get("n_rows"), "groups": t.get("n_groups"), "skipped": t.get("n_skipped", 0),
+        "val_R@1": fit_info.get("val_R@1")}
+    if auto is not None:
+        doc["estimate"] = {"cv_R@1": auto["cv_R@1"], "cv_std": auto["cv_std"], "directions": auto["cv_directions"],
+                           "chance_R@1": auto["chance_R@1"], "folds": auto["folds"], "runner_up": auto["runner_up"]}
+    return doc
 
 
 def _prefill(ds: Any, mods: list[str], enc_map: dict[str, Any], cache: Any, backend: str, address: str | None,

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from modalign.cli._common import load_dataset, parse_list
-from modalign.cli._ui import console, fail, progress_bars, report_skipped, write_errors
+from modalign.cli._config import config_option
+from modalign.cli._ui import console, emit_json, fail, json_on_stdout, progress_bars, report_skipped, write_errors
 from modalign.errors import ModalignError
 
 ANN_CHOICES = ("exact", "hnsw", "ivf", "ivfpq")
 
 
 def index_command(
+    config: Path | None = config_option(),
     out: Path = typer.Option(..., "--out", help="index directory (created, or updated incrementally)"),
     model_dir: Path | None = typer.Option(None, "--model", help="model directory from `modalign fit`"),
     data: Path | None = typer.Option(None, "--data", help="manifest whose rows to add", dir_okay=False),
@@ -40,6 +43,8 @@ def index_command(
                                 "statistics of hubness-aware search (re-run after every change of the index)"),
     hubness_k: str = typer.Option("auto", "--hubness-k", help="with --hubness csls: k, or auto (chosen by MRR on "
                                   "a seeded half of the index's rows that pair two modalities; else 10)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON document (counts of what was added, "
+                                 "deleted, the index's size) on stdout; everything else goes to stderr"),
     hubness_beta: str = typer.Option("auto", "--hubness-beta", help="with --hubness isoftmax: β, or auto (as "
                                      "--hubness-k; else 30)"),
 ) -> None:
@@ -60,50 +65,60 @@ def index_command(
         raise fail(f"--data {data}: file not found")
     if data is not None and model_dir is None and not (out / "index.json").is_file():
         raise fail("a new index needs --model MODEL_DIR")
-    try:
-        model = load(model_dir, trust_code=trust_code) if model_dir is not None else None
-    except ModalignError as exc:
-        raise fail(str(exc)) from None
-    ds = load_dataset(data, on_error, allow_outside_root) if data is not None else None
-    try:
-        with Index.edit(out, model=model, backend=ann, backend_params=backend_params, store=store_record,
-                        trust_code=trust_code) as index:
-            if ds is not None:
-                with progress_bars() as update:
-                    report = index.add_dataset(ds, FeatureCache(cache), parse_list(modalities) or None,
-                                               progress=update)
-                errors = list(ds.errors) + report.errors
-                if errors:
-                    write_errors(out / "errors.jsonl", errors)
-                    if on_error == "fail":
-                        report_skipped(errors, out / "errors.jsonl")
-                        raise fail(f"{len(errors)} item(s) could not be indexed (--on-error fail)")
-                report_skipped(errors, out / "errors.jsonl" if errors else None)
-                console.print(f"rows: {report.rows_added} added, {report.rows_updated} updated, "
-                              f"{report.rows_unchanged} unchanged; items: {report.entries_added} embedded "
-                              f"({report.n_encoded} through the encoders, the rest from the feature cache), "
-                              f"{report.items_reused} already indexed")
-            if to_delete:
-                rows, entries, unknown = index.delete(to_delete)
-                console.print(f"deleted {len(rows)} row(s) and {len(entries)} item(s)")
-                if unknown:
-                    console.print(f"[yellow]not in the index:[/] {', '.join(unknown[:20])}")
-                    if not rows and not entries:
-                        raise fail("none of the ids to delete is in the index (give row ids or item ids)")
-            if compact:
-                index.compact()
-                console.print("compacted")
-            counts = ", ".join(f"{m}: {n}" for m, n in index.counts().items())
-            if hubness != "none":
-                stats = compute_stats(index, hubness, _hubness_value(hubness, hubness_k, hubness_beta))
-                stats.save(out)
-                console.print(f"hubness {stats.method} {'k' if stats.method == 'csls' else 'β'}={stats.value:g} "
-                              f"(chosen on {stats.chosen_on})")
-    except (ModalignError, ValueError, KeyError) as exc:
-        raise fail(str(exc).strip("'\"")) from None
-    where = index.backend if index.vstore.kind == "local" else index.vstore.kind
-    console.print(f"[green]index[/] {out}  {where}  {len(index)} items ({counts})")
-    index.close()
+    doc: dict[str, Any] = {"index": str(out)}
+    with json_on_stdout(as_json):
+        try:
+            model = load(model_dir, trust_code=trust_code) if model_dir is not None else None
+        except ModalignError as exc:
+            raise fail(str(exc)) from None
+        ds = load_dataset(data, on_error, allow_outside_root) if data is not None else None
+        try:
+            with Index.edit(out, model=model, backend=ann, backend_params=backend_params, store=store_record,
+                            trust_code=trust_code) as index:
+                if ds is not None:
+                    with progress_bars() as update:
+                        report = index.add_dataset(ds, FeatureCache(cache), parse_list(modalities) or None,
+                                                   progress=update)
+                    errors = list(ds.errors) + report.errors
+                    if errors:
+                        write_errors(out / "errors.jsonl", errors)
+                        if on_error == "fail":
+                            report_skipped(errors, out / "errors.jsonl")
+                            raise fail(f"{len(errors)} item(s) could not be indexed (--on-error fail)")
+                    report_skipped(errors, out / "errors.jsonl" if errors else None)
+                    doc.update(rows_added=report.rows_added, rows_updated=report.rows_updated,
+                               rows_unchanged=report.rows_unchanged, items_embedded=report.entries_added,
+                               items_encoded=report.n_encoded, items_reused=report.items_reused,
+                               skipped=len(errors))
+                    console.print(f"rows: {report.rows_added} added, {report.rows_updated} updated, "
+                                  f"{report.rows_unchanged} unchanged; items: {report.entries_added} embedded "
+                                  f"({report.n_encoded} through the encoders, the rest from the feature cache), "
+                                  f"{report.items_reused} already indexed")
+                if to_delete:
+                    rows, entries, unknown = index.delete(to_delete)
+                    doc.update(rows_deleted=len(rows), items_deleted=len(entries), not_found=unknown)
+                    console.print(f"deleted {len(rows)} row(s) and {len(entries)} item(s)")
+                    if unknown:
+                        console.print(f"[yellow]not in the index:[/] {', '.join(unknown[:20])}")
+                        if not rows and not entries:
+                            raise fail("none of the ids to delete is in the index (give row ids or item ids)")
+                if compact:
+                    index.compact()
+                    console.print("compacted")
+                counts = ", ".join(f"{m}: {n}" for m, n in index.counts().items())
+                if hubness != "none":
+                    stats = compute_stats(index, hubness, _hubness_value(hubness, hubness_k, hubness_beta))
+                    stats.save(out)
+                    console.print(f"hubness {stats.method} {'k' if stats.method == 'csls' else 'β'}="
+                                  f"{stats.value:g} (chosen on {stats.chosen_on})")
+        except (ModalignError, ValueError, KeyError) as exc:
+            raise fail(str(exc).strip("'\"")) from None
+        where = index.backend if index.vstore.kind == "local" else index.vstore.kind
+        console.print(f"[green]index[/] {out}  {where}  {len(index)} items ({counts})")
+        doc.update(backend=where, items=len(index), counts=index.counts())
+        index.close()
+    if as_json:
+        emit_json(doc)
 
 
 def _hubness_value(method: str, k: str, beta: str) -> float | str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 
+from modalign.cli._config import config_option
 from modalign.cli._params import number
 from modalign.cli._ui import console, err_console, fail
 from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app, open_index
@@ -34,6 +35,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve_command(
+    config: Path | None = config_option(),
     index_dir: Path = typer.Option(..., "--index", help="index directory from `modalign index`"),
     data_root: Path | None = typer.Option(None, "--data-root", help="folder the dataset is in now, if it moved "
                                           "since it was indexed (items' paths are relative to it)"),

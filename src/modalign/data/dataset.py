@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,9 +95,15 @@ class PairedDataset:
             grouping=dict(self.grouping),
         )
 
-    def split(self, test_fraction: float = 0.2, seed: int = 0) -> tuple[PairedDataset, PairedDataset]:
-        """Concept-disjoint split: whole groups go to test. Stable across runs and row order."""
-        train_idx, test_idx = split_indices(self.groups, test_fraction, seed)
+    def split(self, holdout: float = 0.2, seed: int = 0, *,
+              test_fraction: float | None = None) -> tuple[PairedDataset, PairedDataset]:
+        """Concept-disjoint split: the share ``holdout`` of the groups goes to test, whole (``--holdout``).
+        Stable across runs and row order. ``test_fraction`` is its former name (deprecated)."""
+        if test_fraction is not None:
+            warnings.warn("split(test_fraction=...) is now split(holdout=...), as the CLI's --holdout",
+                          DeprecationWarning, stacklevel=2)
+            holdout = test_fraction
+        train_idx, test_idx = split_indices(self.groups, holdout, seed)
         return self.subset(train_idx), self.subset(test_idx)
 
     # ------------------------------------------------------------------ construction
