@@ -246,3 +246,24 @@ def test_fit_help_groups_its_options_into_panels_at_80_columns() -> None:
     assert "``" not in text  # no raw markup
     top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"}).output
     assert "MODALIGN_CACHE" in top and "Exit codes" in top
+
+
+def test_every_option_of_every_command_has_help_and_completion_works() -> None:
+    import typer.main
+    from typer.testing import CliRunner
+
+    from modalign.cli import app
+
+    missing = []
+
+    def walk(command: object, path: list[str]) -> None:
+        for name, sub in (getattr(command, "commands", None) or {}).items():
+            walk(sub, [*path, name])
+        for p in getattr(command, "params", []):
+            if getattr(p, "param_type_name", "") == "option" and not (getattr(p, "help", "") or "").strip():
+                missing.append(f"{' '.join(path)} {p.opts}")
+
+    walk(typer.main.get_command(app), [])
+    assert not missing, missing
+    script = CliRunner().invoke(app, ["--show-completion", "bash"]).output
+    assert "_modalign_completion" in script

@@ -45,7 +45,7 @@ def demo_command(
     out: Path = typer.Option(Path("demo-output"), "--out", help="where data, models and results go"),
     limit: int | None = typer.Option(None, "--limit", help="only the first N emoji concepts (faster)"),
     styles: str = typer.Option("noto,openmoji", "--styles", help="emoji styles: noto, openmoji, fluent-3d, google"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="seed of the split, the folds and the training"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     refit: bool = typer.Option(False, "--refit", help="fit every model again, even when a saved one matches"),
 ) -> None:

@@ -53,7 +53,8 @@ def eval_command(
     split: str = typer.Option("auto", "--split", help="auto | test | train | all (auto: the fit's held-out groups)"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
-    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="allow manifest paths outside "
+                                            "the manifest's folder"),
     zero_shot_labels: Path | None = typer.Option(
         None, "--zero-shot", help="zero-shot classification: LABELS.txt, one class per line ('value' or "
         "'value<TAB>prompt name')", exists=True, dir_okay=False),

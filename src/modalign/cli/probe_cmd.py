@@ -32,7 +32,8 @@ def probe_command(
     json_out: Path | None = typer.Option(None, "--json", help="write every score as JSON here"),
     cache: Path | None = typer.Option(None, "--cache", help="feature cache directory"),
     on_error: str = typer.Option("skip", "--on-error", help="skip | fail on a bad row"),
-    allow_outside_root: bool = typer.Option(False, "--allow-outside-root"),
+    allow_outside_root: bool = typer.Option(False, "--allow-outside-root", help="allow manifest paths outside "
+                                            "the manifest's folder"),
 ) -> None:
     """Score every layer pair (mutual-kNN, CKA, RSA, SVCCA) and show what `fit --layers auto` would pick."""
     from modalign.evaluation.probe import probe_dataset

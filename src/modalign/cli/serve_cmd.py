@@ -42,11 +42,11 @@ def serve_command(
     trust_code: bool = typer.Option(False, "--trust-code", help="let a model or index from someone else run "
                                     "the code its encoders name (py:MODULE:FACTORY, plugins); off: refused"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (loopback by default)"),
-    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="port to listen on (0: any free one)"),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", parser=number(0, 1_000_000, above=True),
                                         help="largest accepted request body"),
-    max_text_chars: int = typer.Option(1000, "--max-text-chars"),
-    max_k: int = typer.Option(1000, "--max-k", min=1, max=10000),
+    max_text_chars: int = typer.Option(1000, "--max-text-chars", help="longest text query accepted (422 above)"),
+    max_k: int = typer.Option(1000, "--max-k", min=1, max=10000, help="most results one search may ask for"),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="allow browser calls from this origin "
                                           "(repeatable; CORS is off by default)"),
     timeout: float = typer.Option(30.0, "--timeout", parser=number(0.1, 86_400),
