@@ -309,3 +309,24 @@ def test_serve_on_a_busy_port_is_one_line_exit_3_before_it_says_serving(vectors)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "serving" not in proc.stdout and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+
+
+def test_results_say_whether_they_reach_the_index_confidence_floor(vectors) -> None:
+    """Floors from the index's own pairs: a row's own item finds its partner confidently; a vector unlike any
+    item does not, and the query then says there is no confident match."""
+    from fastapi.testclient import TestClient
+
+    from modalign.search import Index
+    from modalign.search.confidence import confidence_floors
+    from modalign.server import create_app
+
+    index = Index.open(vectors[2])
+    floors = confidence_floors(index)
+    assert set(floors) == {"vec_a", "vec_b"} and 0 < floors["vec_a"]["vec_b"] <= 1
+    with TestClient(create_app(index), raise_server_exceptions=False) as client:
+        own = client.post("/search", json={"id": "r0:vec_a", "k": 3, "modalities": ["vec_b"]}).json()
+        assert own["query"]["confident_match"] is True and own["results"][0]["confident"] is True
+        assert own["query"]["confidence_floor"]["vec_b"] == pytest.approx(floors["vec_a"]["vec_b"])
+        far = client.post("/search", json={"vector": [0.0, 0, 0, 0, 0, 1e-3], "k": 3,
+                                           "modalities": ["vec_b"]}).json()
+        assert far["results"] and all(r["confident"] in (True, False) for r in far["results"])

@@ -71,8 +71,23 @@ def test_search_page_in_chromium(emoji: EmojiSearch, artifacts_dir: Path, tmp_pa
                 ".every(img => img.complete && img.naturalWidth > 0)")
             page.screenshot(path=str(artifacts_dir / "search-page-image-query.png"), full_page=False)
 
-            # a bad request shows the server's message instead of failing silently
+            # gibberish: results are shown dimmed with "no confident match", judged by the index's own pairs
+            page.select_option("#routing", "calibrated")
             page.click("#file-clear")
+            page.fill("#q", "qxv zzkj wqpl")
+            page.click("#search-btn")
+            expect(page.locator("#no-match")).to_be_visible()
+            expect(page.locator("#results .result-card.low-confidence").first).to_be_visible()
+            assert "low confidence" in page.locator("#results .result-card.low-confidence .score").first.evaluate(
+                "el => getComputedStyle(el, '::after').content")
+            assert "calibrated" in page.locator("#results .score").first.inner_text()
+            assert "standard deviations" in page.locator("#results .score").first.get_attribute("title")
+            page.screenshot(path=str(artifacts_dir / "search-page-no-confident-match.png"), full_page=False)
+            page.fill("#q", emoji.rows[0]["text"])  # a name the index holds: confident again
+            page.click("#search-btn")
+            expect(page.locator("#no-match")).to_be_hidden()
+
+            # a bad request shows the server's message instead of failing silently
             page.eval_on_selector("#k", "el => el.removeAttribute('max')")  # past the browser's own check
             page.fill("#k", "5000")
             page.fill("#q", "cat")

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from modalign.cancel import Cancelled, Deadline, check_deadline, deadline_scope
 from modalign.search import Index, QueryError
+from modalign.search.confidence import confidence_floors
 from modalign.search.hit import Hit
 from modalign.search.query import branch_of_kind, embed_vector, encode_batch
 from modalign.search.sniff import HEAD_BYTES, sniff
@@ -41,11 +42,12 @@ def item_url(item_id: str) -> str:
     return "/items/" + quote(item_id, safe="")
 
 
-def result_of(hit: Hit) -> SearchResult:
+def result_of(hit: Hit, floor: float | None = None) -> SearchResult:
     url = item_url(hit.id)
     return SearchResult(id=hit.id, modality=hit.modality, kind=hit.kind, score=hit.score, cosine=hit.cosine,
                         text=hit.text, url=url, thumbnail=url + "/thumbnail" if hit.kind == "image" else None,
-                        rows=hit.rows[:20], n_rows=len(hit.rows), meta=hit.meta)
+                        rows=hit.rows[:20], n_rows=len(hit.rows), meta=hit.meta,
+                        confident=None if floor is None else bool(hit.cosine >= floor))
 
 
 @dataclass
@@ -71,16 +73,24 @@ class BatchDeadline(Deadline):
         return all(d.expired for d in self.members)
 
 
-def _response(job: Job, modality: str | None, hits: list[Hit]) -> SearchResponse:
+def _response(job: Job, modality: str | None, hits: list[Hit],
+              floors: dict[str, dict[str, float]] | None = None) -> SearchResponse:
     took = (time.perf_counter() - job.start) * 1000
-    return SearchResponse(results=[result_of(h) for h in hits],
-                          query={"modality": modality, "routing": job.req.routing, "k": job.req.k, "took_ms": took})
+    mine = (floors or {}).get(modality or "", {})
+    results = [result_of(h, mine.get(h.modality)) for h in hits]
+    judged = [r.confident for r in results if r.confident is not None]
+    return SearchResponse(results=results,
+                          query={"modality": modality, "routing": job.req.routing, "k": job.req.k, "took_ms": took,
+                                 "confidence_floor": mine or None,
+                                 "confident_match": any(judged) if judged else None})
 
 
 class SearchRunner:
     def __init__(self, index: Index, max_batch: int = 64, wait_s: float = 0.005,
                  on_batch: Callable[[str, int], None] | None = None) -> None:
         self.index = index
+        #: per query modality and target modality: the cosine 95 % of the index's own pairs reach (confidence.py)
+        self.floors = confidence_floors(index)
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.on_batch = on_batch
@@ -152,7 +162,7 @@ class SearchRunner:
                 modality, vec = idx.embed_query(req.text, modality)
             check_deadline()  # the encode step may have used up the request's time
             hits = idx.search_embeddings(vec[None], req.k, req.modalities, req.routing, req.adaptive, modality)[0]
-            return _response(job, modality, hits)
+            return _response(job, modality, hits, self.floors)
 
     def _item_vector(self, item_id: str) -> tuple[str, np.ndarray]:
         try:
@@ -248,4 +258,4 @@ class SearchRunner:
                         out[i] = exc
             for (i, _), hits in zip(members, found_hits, strict=True):
                 if out[i] is None:
-                    out[i] = _response(jobs[i], modality, hits).model_dump_json().encode()
+                    out[i] = _response(jobs[i], modality, hits, self.floors).model_dump_json().encode()

@@ -67,6 +67,8 @@ class SearchResult(BaseModel):
     rows: list[str]
     n_rows: int
     meta: dict[str, Any]
+    confident: bool | None = Field(None, description="cosine at or above the confidence floor: what 95 % of the "
+                                   "index's own paired rows reach at their best (null: no floor for this pair)")
 
 
 class SearchResponse(BaseModel):

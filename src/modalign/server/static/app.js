@@ -109,14 +109,26 @@ async function runSearch(byId) {
 }
 
 function formatScore(result, routing) {
-  if (routing === "calibrated") return `z ${result.score.toFixed(2)}`;
-  return `cos ${result.cosine.toFixed(3)}`;
+  if (routing === "calibrated") return `calibrated ${result.score.toFixed(2)}`;
+  return `cosine ${result.cosine.toFixed(3)}`;
+}
+
+function scoreHelp(result, routing) {
+  const how = routing === "calibrated"
+    ? "calibrated: how many standard deviations this item's cosine lies above the query's usual cosine to " +
+      "items of its modality, so that text and image results rank on one scale"
+    : "cosine similarity of the query and this item in the shared space (1 = same direction)";
+  const floor = result.confident === false ? " · below the confidence floor: most of this index's own pairs " +
+    "score higher" : "";
+  return `${how} · score ${result.score.toFixed(3)} · cosine ${result.cosine.toFixed(3)}${floor}`;
 }
 
 function render(results, query) {
   const grid = $("results");
   grid.replaceChildren();
   $("empty").hidden = results.length > 0 || !query;
+  const noMatch = $("no-match");
+  noMatch.hidden = !(query && query.confident_match === false && results.length > 0);
   if (query) {
     const counts = {};
     for (const r of results) counts[r.modality] = (counts[r.modality] || 0) + 1;
@@ -130,6 +142,7 @@ function render(results, query) {
     card.dataset.id = r.id;
     card.dataset.modality = r.modality;
     card.classList.add(`kind-${r.kind}`);
+    if (r.confident === false) card.classList.add("low-confidence");
     const media = card.querySelector(".media");
     if (r.kind === "image") {
       const img = document.createElement("img");
@@ -157,7 +170,7 @@ function render(results, query) {
     }
     const caption = card.querySelector(".caption");
     if (r.kind === "text") {
-      caption.textContent = r.n_rows > 1 ? `in ${r.n_rows} rows` : r.rows[0] || r.id;
+      caption.textContent = r.n_rows > 1 ? `shared by ${r.n_rows} rows` : r.rows[0] || r.id;
     } else {
       caption.textContent = r.text || r.id;
     }
@@ -166,7 +179,7 @@ function render(results, query) {
     card.querySelector(".badge").classList.add(`badge-${r.kind}`);
     const score = card.querySelector(".score");
     score.textContent = formatScore(r, query ? query.routing : "raw");
-    score.title = `score ${r.score.toFixed(3)} · cosine ${r.cosine.toFixed(3)}`;
+    score.title = scoreHelp(r, query ? query.routing : "raw");
     card.querySelector(".similar").addEventListener("click", () => runSearch(r.id));
     grid.append(card);
   }
