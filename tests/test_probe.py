@@ -134,7 +134,22 @@ def test_chance_level_and_verdict_separate_planted_from_shuffled(planted: Plante
     best = pair_s.best("mutual_knn")[2]
     chance = pair_s.chance(result_s.k)
     assert chance is not None and best < 2.5 * chance  # the best of 6 layer pairs of noise
-    assert pair_s.verdict(result_s.k).startswith(("not alignable", "weakly"))
+    assert pair_s.verdict(result_s.k).startswith(("not alignable", "alignable"))
     payload = result.to_json()["pairs"]["a|b"]
     assert payload["chance"]["mutual_knn"] == pytest.approx(chance, rel=0.2)
     assert payload["verdict"] == pair.verdict(result.k)
+
+
+def test_the_verdict_names_the_held_out_r1_its_level_went_with(planted: Planted) -> None:
+    """Calibrated on bench-align (benchmarks/probe_calibration.py): the verdict gives the held-out R@1 range,
+    as a multiple of chance and, with the concepts known, as R@1 for a held-out fifth of them."""
+    from modalign.evaluation.probe import HELDOUT_X_CHANCE
+
+    features, present = planted
+    pair = probe_layers(features, present, ["a", "b"], metrics=["mutual_knn"]).pairs["a|b"]
+    result_k = probe_layers(features, present, ["a", "b"], metrics=["mutual_knn"]).k
+    lo, mid, hi = HELDOUT_X_CHANCE["clear"]
+    text = pair.verdict(result_k, groups=500)
+    assert f"held-out R@1 {lo:g}-{hi:g}x chance (median {mid:g}x)" in text
+    assert f"R@1 about {lo / 100:.2f}-{min(hi / 100, 1):.2f}, typically {mid / 100:.2f}" in text  # gallery 100
+    assert "modest" not in text

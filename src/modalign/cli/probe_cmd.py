@@ -57,7 +57,7 @@ def probe_command(
     for key, pair in result.pairs.items():
         console.print(_summary_table(result, key))
         console.print(_matrix_table(result, key, "mutual_knn"))
-        console.print(f"[bold]{pair.a} ↔ {pair.b}:[/] {pair.verdict(result.k)}")
+        console.print(f"[bold]{pair.a} ↔ {pair.b}:[/] {pair.verdict(result.k, result.groups)}")
     rec = ", ".join(f"{m}={layer}" for m, layer in result.recommendation.items())
     console.print(f"[bold]fit --layers auto[/] would align: [cyan]{rec}[/]  (best mutual-kNN, k={result.k})")
     if json_out is not None:

@@ -35,7 +35,8 @@ def write_probe_report(path: str | Path, result: ProbeResult, payload: dict[str,
             f"(the best mutual-kNN pair; k = {fmt(result.k)}).</p>")
     for key, pair in result.pairs.items():
         chance = pair.chance(result.k)
-        body += (f'<p class="verdict"><b>{esc(key.replace("|", " ↔ "))}</b>: {esc(pair.verdict(result.k))}. '
+        verdict = pair.verdict(result.k, result.groups)
+        body += (f'<p class="verdict"><b>{esc(key.replace("|", " ↔ "))}</b>: {esc(verdict)}. '
                  f"Chance mutual-kNN (unrelated spaces) is k/(n−1) = {fmt(chance)}.</p>")
     body += table(("modalities", "measure", "best layer pair", "best score", "score at fit's choice",
                    "score at last layers"), summary_rows, classes, table_id="probe-summary", text_columns=3)
