@@ -92,3 +92,11 @@ def test_the_readme_first_screen_holds_the_set_up_and_the_quick_start() -> None:
                    "modalign index", "import modalign", "chance", "Is it for you?"):
         assert needle in first, needle
     assert len(readme.encode("utf-8")) < 12_000
+
+
+def test_code_and_help_point_only_at_files_that_exist() -> None:
+    """Docstrings, comments and help texts name docs/, benchmarks/ and tests/ files: each must exist."""
+    pattern = re.compile(r"\b(?:docs|benchmarks|tests)/[A-Za-z0-9_./-]+\.(?:md|py|json|png)")
+    missing = sorted({f"{p.relative_to(ROOT)}: {m}" for p in (ROOT / "src" / "modalign").rglob("*.py")
+                      for m in pattern.findall(p.read_text(encoding="utf-8")) if not (ROOT / m).exists()})
+    assert not missing, "\n".join(missing)
