@@ -216,12 +216,12 @@ def cross_validate(ctx: FitContext, candidates: Sequence[Candidate], folds: int 
               for _, v in folds_data]
     start = clock()
     book = _Scores(folds={c.name: [] for c in candidates}, seconds={c.name: 0.0 for c in candidates})
-    # progress in hundredths of a (candidate, fold) unit, so a trained fold moves the bar as it trains
-    total = 100 * k * len(candidates)
+    # progress in (candidate, fold) units: the bar reads "36/108" for 36 candidates over 3 folds
+    total = k * len(candidates)
     done = [0]
 
-    def tick(units: float) -> None:
-        done[0] += round(100 * units)
+    def tick(units: int) -> None:
+        done[0] += units
         if progress is not None:
             progress("cross-validate", min(done[0], total), total)
         log.info("auto: cross-validation %d%% (%d candidates × %d folds)", 100 * done[0] // total,
@@ -235,11 +235,9 @@ def cross_validate(ctx: FitContext, candidates: Sequence[Candidate], folds: int 
         try:
             fold_ctx = ctx
             if cand.trained and progress is not None:
-                base = done[0]
-
-                def step(_stage: str, i: int, n: int) -> None:
-                    if progress is not None and n:
-                        progress("cross-validate", min(base + int(100 * i / n), total), total)
+                def step(_stage: str, _i: int, _n: int) -> None:  # a trained fold keeps the bar alive
+                    if progress is not None:
+                        progress("cross-validate", done[0], total)
                 fold_ctx = replace(ctx, progress=step)
             heads, _ = _fit_candidate(fold_ctx, cand, folds_data[f][0], ctx.settings.seed + f)
             score(cand.name, heads, f)
