@@ -243,7 +243,8 @@ def test_fit_help_groups_its_options_into_panels_at_80_columns() -> None:
                                                         "Scale-out", "Advanced")]
     assert all(o > 0 for o in order)
     assert "required, unless" in " ".join(text.split())
-    assert "``" not in text  # no raw markup
+    assert "``" not in text and "<bool>" not in text  # no raw markup, no type shown for a flag
+    assert text.count("[required]") >= 2  # --data and --out
     top = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"}).output
     assert "MODALIGN_CACHE" in top and "Exit codes" in top
 
