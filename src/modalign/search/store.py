@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.numpy import load_file, save
 
 from modalign._io import atomic_write_bytes, file_lock, fsync_dir, read_regular, sha256_file
-from modalign.align.model import ALLOWED_FILES
+from modalign.align.model import ALLOWED_FILES, AlignedModel
 from modalign.errors import ConfigError, StorageError
 from modalign.search.catalog import Segment
 
@@ -155,8 +155,6 @@ class IndexStore:
 
     # ---------------------------------------------------------------- reading
     def load_model(self, trust_code: bool = False) -> Any:
-        from modalign.align.model import AlignedModel
-
         model = AlignedModel.load(self.folder / MODEL_DIR, trust_code=trust_code)
         if model_fingerprint(model) != self.manifest.model_fingerprint:
             raise ConfigError(f"{self.folder / MODEL_DIR}: model does not match the one the index was built with")
