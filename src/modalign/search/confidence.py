@@ -17,7 +17,10 @@ import numpy as np
 #: the share of the index's own paired queries allowed below the floor
 FLOOR_PERCENTILE = 5.0
 #: paired rows used as queries at most (a seeded sample), and fewer than this give no floor
-MAX_QUERIES, MIN_QUERIES = 2000, 5
+MAX_QUERIES, MIN_QUERIES = 1000, 5
+#: items searched per direction at most: the queries' own partners plus a seeded sample of the others, so a
+#: server over millions of items starts in seconds (its floor is then a little lenient, never stricter)
+MAX_TARGETS = 50_000
 
 
 def confidence_floors(index: Any, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -45,6 +48,12 @@ def confidence_floors(index: Any, seed: int = 0) -> dict[str, dict[str, float]]:
         if len(queries) > MAX_QUERIES:
             queries = np.sort(rng.choice(queries, MAX_QUERIES, replace=False))
         targets = np.flatnonzero((modality == b) & alive)
+        if len(targets) > MAX_TARGETS:
+            asked = set(queries.tolist())
+            partners = np.unique([pb for pa, pb in found if pa in asked])
+            others = np.setdiff1d(targets, partners)
+            extra = rng.choice(others, max(MAX_TARGETS - len(partners), 0), replace=False)
+            targets = np.union1d(partners, extra)
         best = np.empty(len(queries), np.float32)
         for start in range(0, len(queries), 256):  # 256 queries × all targets at a time: bounded memory
             block = vectors[queries[start:start + 256]] @ vectors[targets].T
