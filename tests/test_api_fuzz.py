@@ -27,12 +27,12 @@ def icon_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base / "index"
 
 
-def test_schemathesis_finds_no_server_error_and_no_schema_break(icon_index: Path) -> None:
+def test_schemathesis_finds_no_server_error_and_no_schema_break(icon_index: Path, tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "schemathesis"
-    with serve(icon_index) as url:
+    with serve(icon_index) as url:  # run in tmp_path: schemathesis keeps a cache folder in its working directory
         proc = subprocess.run([str(exe), "run", f"{url}/openapi.json", "--checks", CHECKS, "--max-examples", "40",
                                "--seed", "0", "--request-timeout", "60", "--no-color"],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
     report = proc.stdout + proc.stderr
     assert proc.returncode == 0, report[-6000:]
     assert " passed" in report and "failures" not in report.lower().split("summary")[-1].replace("0 failures", "")
