@@ -77,9 +77,9 @@ def read_regular(path: Path, limit: int) -> bytes:
     return data
 
 
-def finite_json(obj: Any) -> tuple[Any, list[str]]:
-    """``obj`` with every NaN or infinite float replaced by None, and the JSON paths that held one: JSON has
-    no NaN, and a file holding one breaks strict readers."""
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON has no NaN, and a file holding one
+    breaks strict readers); a dict also gets ``notes`` naming each field that held one."""
     notes: list[str] = []
 
     def walk(value: Any, path: str) -> Any:
@@ -92,7 +92,10 @@ def finite_json(obj: Any) -> tuple[Any, list[str]]:
             return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
         return value
 
-    return walk(obj, ""), notes
+    clean = walk(obj, "")
+    if notes and isinstance(clean, dict):
+        clean["notes"] = [*clean.get("notes", []), *notes]
+    return clean
 
 
 def fsync_dir(folder: Path) -> None:

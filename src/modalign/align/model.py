@@ -121,7 +121,7 @@ class AlignedModel:
         unknown = sorted(set(extra) - ALLOWED_FILES)
         if unknown:
             raise ValueError(f"extra files {unknown}: a model folder holds only {sorted(ALLOWED_FILES)}")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in ALLOWED_FILES) if out.is_dir() else []
+        foreign = foreign_files(out)
         if foreign and not overwrite:
             raise ConfigError(f"{out}: holds files modalign did not write ({', '.join(foreign[:5])}); save the "
                               "model into a new or empty folder, or pass --overwrite (Python: overwrite=True) to "
@@ -134,9 +134,7 @@ class AlignedModel:
                     tensors[f"{m}.{key}"] = value.detach().contiguous().clone()
             atomic_write_bytes(folder / "heads.safetensors", save(tensors))
             atomic_write_bytes(folder / "config.json", json.dumps(self.config(), indent=2).encode())
-            metrics, notes = finite_json(json.loads(json.dumps(self.metrics, default=_jsonable)))
-            if notes:  # JSON has no NaN: null, and a note saying where
-                metrics["notes"] = [*metrics.get("notes", []), *notes]
+            metrics = finite_json(json.loads(json.dumps(self.metrics, default=_jsonable)))
             atomic_write_bytes(folder / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False).encode())
             write_model_card(self, folder)
             for name, data in extra.items():
@@ -159,7 +157,7 @@ class AlignedModel:
         folder = Path(directory)
         if not (folder / "config.json").is_file():
             raise ConfigError(f"{folder}: not a modalign model (config.json is missing)")
-        unexpected = sorted(p.name for p in folder.iterdir() if p.name not in ALLOWED_FILES)
+        unexpected = foreign_files(folder)
         suspicious = [n for n in unexpected if n.endswith((".pkl", ".pickle", ".pt", ".pth", ".bin", ".joblib"))]
         if suspicious:
             raise ConfigError(f"{folder}: refusing to load a model folder holding {suspicious}: modalign models "
@@ -192,6 +190,11 @@ class AlignedModel:
         metrics_path = folder / "metrics.json"
         metrics = _read_json(metrics_path) if metrics_path.exists() else {}
         return cls(branches=branches, dim=cfg.dim, method=cfg.method, training=cfg.training, metrics=metrics)
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Names in ``folder`` that a model folder does not hold (empty for a missing folder)."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in ALLOWED_FILES) if folder.is_dir() else []
 
 
 def check_no_code(where: Path, encoders: dict[str, str]) -> None:

@@ -83,10 +83,7 @@ def json_on_stdout(enabled: bool) -> Iterator[None]:
 
 def emit_json(document: Any) -> None:
     """The one JSON document of a ``--json`` run, on stdout (never NaN: null, with a note)."""
-    clean, notes = finite_json(document)
-    if notes and isinstance(clean, dict):
-        clean["notes"] = [*clean.get("notes", []), *notes]
-    sys.stdout.write(json.dumps(clean, indent=1, allow_nan=False, default=str) + "\n")
+    sys.stdout.write(json.dumps(finite_json(document), indent=1, allow_nan=False, default=str) + "\n")
     sys.stdout.flush()
 
 

@@ -150,9 +150,7 @@ def eval_command(
             payload["compare"] = _compare(model_dir, compare, part, result, cache, fraction, seed, bootstrap, hub,
                                           trust_code)
         if json_out is not None:
-            clean, notes = finite_json(payload)
-            if notes:
-                clean["notes"] = [*clean.get("notes", []), *notes]
+            clean = finite_json(payload)
             if to_stdout:
                 emit_json(clean)
             else:

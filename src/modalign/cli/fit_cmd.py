@@ -261,9 +261,9 @@ def fit_command(
                               {m: DEFAULT_ENCODER_FOR_KIND[ds.kind(m)] for m in wanted if m in ds.columns},
                               runtime)
     if main:  # before any work: a folder of someone else's files is refused now, not after the fit
-        from modalign.align.model import ALLOWED_FILES
+        from modalign.align.model import foreign_files
 
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in ALLOWED_FILES) if out.is_dir() else []
+        foreign = foreign_files(out)
         if out.exists() and not out.is_dir():
             raise fail(f"--out {out}: exists and is not a folder")
         if foreign and not overwrite:

@@ -62,10 +62,7 @@ def probe_command(
     console.print(f"[bold]fit --layers auto[/] would align: [cyan]{rec}[/]  (best mutual-kNN, k={result.k})")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        clean, notes = finite_json(payload)
-        if notes:
-            clean["notes"] = [*clean.get("notes", []), *notes]
-        json_out.write_text(json.dumps(clean, indent=2, allow_nan=False))
+        json_out.write_text(json.dumps(finite_json(payload), indent=2, allow_nan=False))
         console.print(f"[green]wrote[/] {json_out}")
     if report is not None:
         from modalign.evaluation.report import write_probe_report

@@ -61,23 +61,19 @@ def port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def free_port_or_fail(host: str, port: int) -> None:
-    """OSError (EADDRINUSE, EACCES ...) when (host, port) cannot be bound now; the port stays free."""
+def free_port_or_fail(host: str, port: int) -> int:
+    """The port (port 0 resolved) when (host, port) can be bound now, else OSError (EADDRINUSE, EACCES ...).
+    A plain bind: it also fails when another SO_REUSEPORT server listens there. The port stays free."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind((host, port))
+        return int(probe.getsockname()[1])
 
 
 def hold_port(host: str, port: int) -> socket.socket:
     """The parent's socket on (host, port), bound but never listening, that the workers' sockets join.
-
-    A plain bind first: it fails when anything listens on the port, also another SO_REUSEPORT server
-    (which would otherwise share the port and its connections with ours), and it resolves port 0."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
-        port = probe.getsockname()[1]
-    return port_socket(host, port)
+    ``free_port_or_fail`` first, so another SO_REUSEPORT server cannot end up sharing our connections."""
+    return port_socket(host, free_port_or_fail(host, port))
 
 
 def _die_with_parent() -> None:

@@ -31,24 +31,29 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def item_keys(columns: dict[str, Sequence[Any]], kinds: dict[str, str]) -> Iterable[tuple[int, Hashable]]:
-    """(row, key) for every text and file item: rows with an equal key hold an identical item."""
-    files: dict[int, list[tuple[int, Path]]] = defaultdict(list)
+def item_keys(columns: dict[str, Sequence[Any]], kinds: dict[str, str],
+              files: str = "same-size") -> Iterable[tuple[int, Hashable]]:
+    """(row, key) for every text and file item: rows with an equal key hold an identical item.
+
+    ``files``: "same-size" hashes only files whose size another file shares (a unique size cannot have a
+    twin), "all" hashes every file (its twin may be in another set of rows), "none" compares texts only.
+    """
+    by_size: dict[int, list[tuple[int, Path]]] = defaultdict(list)
     for m, col in columns.items():
         for i, value in enumerate(col):
             if value is None:
                 continue
             if kinds[m] == "text" and isinstance(value, str):
                 yield i, ("text", m, normalized_text(value))
-            elif isinstance(value, Path):
+            elif files != "none" and isinstance(value, Path):
                 try:
-                    files[os.stat(value).st_size].append((i, value))
+                    by_size[-1 if files == "all" else os.stat(value).st_size].append((i, value))
                 except OSError:
                     continue
-    for same_size in files.values():
-        if len(same_size) < 2:
+    for group in by_size.values():
+        if len(group) < 2 and files != "all":
             continue
-        for i, path in same_size:
+        for i, path in group:
             try:
                 yield i, ("file", _file_digest(path))
             except OSError:
@@ -85,22 +90,6 @@ def shared_items(train: tuple[dict[str, Sequence[Any]], dict[str, str]],
                  test: tuple[dict[str, Sequence[Any]], dict[str, str]]) -> int:
     """How many test rows hold a text or file identical to one of a training row."""
     n = max((len(c) for c in train[0].values()), default=0) + max((len(c) for c in test[0].values()), default=0)
-    files = n <= MAX_HASHED_ROWS
-    seen = {key for _, key in _all_keys(*train, files)}
-    return len({i for i, key in _all_keys(*test, files) if key in seen})
-
-
-def _all_keys(columns: dict[str, Sequence[Any]], kinds: dict[str, str],
-              files: bool = True) -> Iterable[tuple[int, Hashable]]:
-    """Like ``item_keys``, but every file is hashed (its partner may be in the other part)."""
-    for m, col in columns.items():
-        for i, value in enumerate(col):
-            if value is None:
-                continue
-            if kinds[m] == "text" and isinstance(value, str):
-                yield i, ("text", m, normalized_text(value))
-            elif files and isinstance(value, Path):
-                try:
-                    yield i, ("file", _file_digest(value))
-                except OSError:
-                    continue
+    files = "all" if n <= MAX_HASHED_ROWS else "none"
+    seen = {key for _, key in item_keys(*train, files=files)}
+    return len({i for i, key in item_keys(*test, files=files) if key in seen})

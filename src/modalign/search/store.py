@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.numpy import load_file, save
 
 from modalign._io import atomic_write_bytes, file_lock, fsync_dir, read_regular, sha256_file
-from modalign.align.model import ALLOWED_FILES, AlignedModel
+from modalign.align.model import AlignedModel, foreign_files
 from modalign.errors import ConfigError, StorageError
 from modalign.search.catalog import Segment
 
@@ -275,4 +275,4 @@ class IndexStore:
 
 def _is_model_folder(folder: Path) -> bool:
     """A folder holding only what a modalign model folder holds (so replacing it deletes nothing else)."""
-    return folder.is_dir() and not folder.is_symlink() and all(p.name in ALLOWED_FILES for p in folder.iterdir())
+    return folder.is_dir() and not folder.is_symlink() and not foreign_files(folder)
