@@ -61,8 +61,26 @@ def test_json_structure_and_values(quick) -> None:
     # alignment works at all: the best method beats chance (1 / 14 concepts) on the held-out concepts
     best = max(r["directions"]["text->image"]["R@1"] for r in runs)
     assert best > 3 / info["test_groups"]
+
     assert (base / "curves.png").stat().st_size > 10_000
     assert "| procrustes |" in (base / "table.md").read_text()
+
+
+def test_every_method_clears_a_floor_above_chance(quick) -> None:
+    """Held-out R@1 (mean of both directions and the two seeds) as a multiple of chance, 1/test_groups here:
+    every method with every training pair >= 1.5x, the default fit (auto) >= 3x at 50 pairs and with all."""
+    result, _, _ = quick
+    chance = 1 / result["datasets"]["emoji"]["test_groups"]
+
+    def mean_r1(method: str, size: object) -> float:
+        rows = [r for r in result["runs"] if r["method"] == method and str(r["size"]) == str(size)]
+        assert len(rows) == 2, (method, size)
+        return float(np.mean([d["R@1"] for r in rows for d in r["directions"].values()]))
+
+    for method in {r["method"] for r in result["runs"]}:
+        assert mean_r1(method, "all") >= 1.5 * chance, (method, mean_r1(method, "all"), chance)
+    for size in (50, "all"):
+        assert mean_r1("auto", size) >= 3 * chance, (size, mean_r1("auto", size), chance)
 
 
 def test_summary_and_ratios_come_from_the_rows(quick) -> None:

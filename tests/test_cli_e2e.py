@@ -21,13 +21,14 @@ def photo_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_photo_manifest(tmp_path_factory.mktemp("photos"))
 
 
-@pytest.mark.parametrize("method", ["infonce", "procrustes"])
-def test_fit_eval_on_real_photos(photo_manifest: Path, tmp_path: Path, method: str) -> None:
+@pytest.mark.parametrize("method", ["infonce", "procrustes", None])
+def test_fit_eval_on_real_photos(photo_manifest: Path, tmp_path: Path, method: str | None) -> None:
+    """Each method, and the default fit (no --method), fitted and evaluated through the CLI."""
     cache = tmp_path.parent / "shared-cache"
     model_dir = tmp_path / "model"
-    run_cli(["fit", "--data", str(photo_manifest), "--modalities", "image,text", "--method", method,
-          "--dim", "32", "--holdout", "0.25", "--epochs", "60", "--val-fraction", "0",
-          "--cache", str(cache), "--out", str(model_dir)])
+    chosen = ["--method", method, "--epochs", "60", "--val-fraction", "0"] if method else []
+    run_cli(["fit", "--data", str(photo_manifest), "--modalities", "image,text", *chosen,
+          "--dim", "32", "--holdout", "0.25", "--cache", str(cache), "--out", str(model_dir)])
     assert {"config.json", "heads.safetensors", "metrics.json"} <= {p.name for p in model_dir.iterdir()}
 
     out_json = tmp_path / "eval.json"
@@ -43,12 +44,14 @@ def test_fit_eval_on_real_photos(photo_manifest: Path, tmp_path: Path, method: s
         assert 0.0 <= metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"] <= 1.0
     assert 0.0 <= result["modality_gap"] <= 2.0
 
-    # on the concepts it was fitted on, the space must really retrieve (chance R@1 is 1/15)
+    # Five held-out photos are too few for a quality floor (tests/test_demo.py and tests/test_bench_alignment.py
+    # hold those); on the 15 photos it was fitted on, every method must retrieve far above chance (1/15).
     train_json = tmp_path / "train.json"
     run_cli(["eval", "--model", str(model_dir), "--data", str(photo_manifest), "--split", "train",
           "--json", str(train_json), "--cache", str(cache)])
     train = json.loads(train_json.read_text())
-    assert train["directions"]["text->image"]["R@1"] >= 0.6, train
+    for direction, metrics in train["directions"].items():
+        assert metrics["R@1"] >= 10 * metrics["chance"]["R@1"], (direction, metrics)
 
 
 def test_bad_manifest_is_reported_not_a_traceback(tmp_path: Path) -> None:
