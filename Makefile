@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install system-deps demo test lint bench bench-align bench-search clean
+.PHONY: install system-deps demo test lint bench bench-align bench-search mutation clean
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,6 +34,14 @@ test: install system-deps
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# mutation testing of the core modules ([tool.mutmut] in pyproject.toml): on demand and before a release, not
+# part of `make test`; prints the kill rate per module (docs/reliability.md)
+mutation: install
+	$(PIP) install -q -e '.[mutation]'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2
+	$(PY) scripts/mutation_report.py --survivors
 
 # throughput: extraction overhead vs raw encoders, head fit on 5k pairs, DDP 2 vs 1, demo peak RSS; IVF-PQ at 1M (docs/scaling.md)
 bench: install system-deps

@@ -14,10 +14,14 @@ from modalign.align.closed_form import (
     _shrunk,
     cca_directions,
     cca_pair,
+    cca_to,
     fit_closed_form,
+    fit_procrustes,
     pca_basis,
     power_weights,
     procrustes_pair,
+    procrustes_to,
+    _inv_sqrt,
     ridge_to,
     shrunk_inv_sqrt_from_eigh,
 )
@@ -134,16 +138,23 @@ def test_heads_retrieve_planted_pairs_on_held_out_rows(kind: str) -> None:
     assert r1 > 0.95, r1
 
 
-def test_the_grid_equals_the_solvers() -> None:
-    """``PairGrid`` (auto's shared decompositions) gives the matrices ``cca_pair`` and ``procrustes_pair`` give."""
-    a, b = planted(800, seed=7)
+@pytest.mark.parametrize(("n", "dims"), [(800, None), (40, (60, 50))])
+def test_the_grid_equals_the_solvers(n: int, dims: tuple[int, int] | None) -> None:
+    """``PairGrid`` (auto's shared decompositions) gives the similarities ``cca_pair`` and ``procrustes_pair`` give,
+    with more rows than dimensions and with fewer (where it works in the rows' span)."""
+    a, b = planted(n, seed=7)
+    if dims is not None:  # pad both sides with weak extra dimensions: more dimensions than rows
+        rng = np.random.default_rng(9)
+        a = np.hstack([a, 0.1 * rng.normal(size=(n, dims[0] - a.shape[1]))])
+        b = np.hstack([b, 0.1 * rng.normal(size=(n, dims[1] - b.shape[1]))])
+        a, b = a - a.mean(0), b - b.mean(0)
     grid = PairGrid(a, b, dim=5)
     for reg in (0.1, 0.6):
         for power in (0.0, 2.0):
             ga, gb = grid.matrices("cca", {"reg": reg, "power": power})
             ca, cb = cca_pair(a, b, 5, reg, power)
-            np.testing.assert_allclose(ga, ca, atol=1e-9)
-            np.testing.assert_allclose(gb, cb, atol=1e-9)
+            np.testing.assert_allclose(a @ ga @ (b @ gb).T, a @ ca @ (b @ cb).T, atol=1e-8)
+            np.testing.assert_allclose(np.abs(ga.T @ ca), np.abs(ca.T @ ca), atol=1e-6)  # the same directions
     for whiten in (True, False):
         ga, gb = grid.matrices("procrustes", {"whiten": whiten})
         pa, pb = procrustes_pair(a, b, 5, whiten)
@@ -166,3 +177,97 @@ def test_group_folds_put_each_group_in_one_fold_balanced_and_seeded() -> None:
     assert all(np.array_equal(x, y) for x, y in zip(folds, again, strict=True))
     other = group_folds(groups, 3, seed=1)
     assert not all(np.array_equal(x, y) for x, y in zip(folds, other, strict=True))
+
+
+# ------------------------------------------------------------------ the to-anchor variants (3+ modalities, add)
+def _anchor_and_other(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fixed anchor coordinates y (n, 5) and a new modality b (n, 7) that sees y through a mixing plus noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(size=(3000, 5)) * np.linspace(2, 0.5, 5)
+    b = np.hstack([y, rng.normal(size=(3000, 2))]) @ rng.normal(size=(7, 7)) + 0.1 * rng.normal(size=(3000, 7))
+    return y - y.mean(0), b - b.mean(0)
+
+
+def test_cca_to_with_power_one_is_least_squares_regression() -> None:
+    """With no shrinkage and no truncation, cca_to's map is the least-squares regression of y on b."""
+    y, b = _anchor_and_other(10)
+    ls = np.linalg.lstsq(b, y, rcond=None)[0]
+    np.testing.assert_allclose(cca_to(y, b, reg=1e-12, power=1.0), ls, rtol=1e-4, atol=1e-6)
+
+
+def test_cca_to_with_power_zero_gives_the_anchor_covariance_and_shrinks_by_hand() -> None:
+    """Power 0 maps b's whitened canonical variates into y's coordinates unscaled: cov(b W) = cov(y) when b has
+    at least as many dimensions; a larger power only shrinks the weak directions."""
+    y, b = _anchor_and_other(11)
+    n = len(y)
+    w0 = cca_to(y, b, reg=1e-12, power=0.0)
+    np.testing.assert_allclose((b @ w0).T @ (b @ w0) / n, y.T @ y / n, rtol=1e-4, atol=1e-4)
+    # by hand: Cbb^{-1/2} V Uᵀ Cyy^{1/2} from the SVD of Cyy^{-1/2} Cyb Cbb^{-1/2}, shrinkage reg on Cbb
+    reg = 0.3
+    cyy, cbb, cyb = y.T @ y / n, b.T @ b / n, y.T @ b / n
+    cbb_s = (1 - reg) * cbb + reg * np.trace(cbb) / 7 * np.eye(7)
+    ky, kb = np.linalg.inv(np.real(sqrtm(cyy))), np.linalg.inv(np.real(sqrtm(cbb_s)))
+    u, s, vt = np.linalg.svd(ky @ cyb @ kb, full_matrices=False)
+    for power in (0.0, 2.0):
+        by_hand = kb @ vt.T @ np.diag(s**power) @ u.T @ np.real(sqrtm(cyy))
+        np.testing.assert_allclose(cca_to(y, b, reg=reg, power=power), by_hand, rtol=1e-4, atol=1e-6)
+
+
+def test_procrustes_to_recovers_a_rotation_onto_the_anchor() -> None:
+    rng = np.random.default_rng(12)
+    y = rng.normal(size=(2000, 6)) * np.linspace(3, 1, 6)
+    y -= y.mean(0)
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    b = y @ q  # the new modality is the anchor rotated
+    w = procrustes_to(y, b, whiten=False)
+    np.testing.assert_allclose(b @ w, y, atol=1e-8)
+    np.testing.assert_allclose(w.T @ w, np.eye(6), atol=1e-8)  # an orthogonal map (PCA basis times a rotation)
+    # whitened: b's PCA coordinates scaled to unit variance, then rotated: the result has isotropic covariance
+    zw = b @ procrustes_to(y, b, whiten=True)
+    cov = zw.T @ zw / (len(zw) - 1)
+    np.testing.assert_allclose(cov, np.eye(6), atol=1e-8)
+    # and the rotation is the one that best matches y: each whitened axis correlates positively with y's
+    assert np.all(np.sum(zw * (y / y.std(0, ddof=1)), axis=0) > 0)
+
+
+def test_procrustes_to_keeps_the_top_components_that_fit_the_anchor_and_the_rows() -> None:
+    """b has more dimensions than the anchor: only b's top PCA components (as many as the anchor has) are
+    whitened and rotated (by hand below); with fewer rows than dimensions, at most n − 1 components."""
+    rng = np.random.default_rng(14)
+    y = rng.normal(size=(400, 4)) * np.linspace(2, 1, 4)
+    b = np.hstack([y @ np.linalg.qr(rng.normal(size=(4, 4)))[0], 0.05 * rng.normal(size=(400, 3))])
+    y, b = y - y.mean(0), b - b.mean(0)
+    _, sv, vt = np.linalg.svd(b, full_matrices=False)
+    for whiten in (True, False):
+        basis = vt[:4].T / (sv[:4] / np.sqrt(len(b) - 1)) if whiten else vt[:4].T
+        u, _, wt = np.linalg.svd((b @ basis).T @ y)
+        w = procrustes_to(y, b, whiten=whiten)
+        assert w.shape == (7, 4)
+        np.testing.assert_allclose(b @ w, b @ basis @ u @ wt, atol=1e-8)  # the same map up to PCA signs
+    few = b[:3]
+    few = few - few.mean(0)
+    assert np.linalg.matrix_rank(procrustes_to(y[:3] - y[:3].mean(0), few, whiten=False)) == 2
+
+
+def test_inv_sqrt_floors_eigenvalues_relative_to_the_largest() -> None:
+    c = np.diag([1e6, 4.0, 0.0])  # a singular covariance at a large scale
+    np.testing.assert_allclose(_inv_sqrt(c), np.diag([1e-3, 0.5, 1 / np.sqrt(1e-10 * 1e6)]), rtol=1e-9)
+
+
+def test_fit_procrustes_heads_meet_on_a_planted_rotation() -> None:
+    rng = np.random.default_rng(13)
+    xa = rng.normal(size=(1200, 10)).astype(np.float32) * np.linspace(2, 1, 10).astype(np.float32)
+    q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
+    xb = (xa @ q + 0.01 * rng.normal(size=xa.shape)).astype(np.float32)
+    ha, hb = fit_procrustes(xa[:1000], xb[:1000], dim=10, whiten=False)
+    with torch.no_grad():
+        za, zb = ha(torch.as_tensor(xa[1000:])).numpy(), hb(torch.as_tensor(xb[1000:])).numpy()
+    np.testing.assert_allclose(za, zb, atol=0.05 * np.abs(za).max())
+    # the defaults whiten, and the space has the dimension asked for
+    ha, hb = fit_procrustes(xa[:1000], xb[:1000], dim=6)
+    with torch.no_grad():
+        za = ha(torch.as_tensor(xa[:1000])).numpy()
+    assert za.shape == (1000, 6)
+    np.testing.assert_allclose(np.cov(za.T), np.eye(6), atol=0.05)
+    with pytest.raises(ValueError, match="paired rows, got 1000 and 999"):
+        fit_procrustes(xa[:1000], xb[:999])

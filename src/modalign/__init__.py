@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AlignedModel": "modalign.align.model",
+    "audit": "modalign.evaluation.audit",
     "fit": "modalign.align.fit",
     "load": "modalign.align.model",
     "PairedDataset": "modalign.data.dataset",
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from modalign.data.dataset import PairedDataset
     from modalign.encoders.base import Encoder
     from modalign.encoders.catalog import list_encoders
+    from modalign.evaluation.audit import audit
     from modalign.evaluation.evaluate import evaluate
 
 
@@ -36,7 +38,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'modalign' has no attribute {name!r}")
 
 
-__all__ = ["AlignedModel", "Encoder", "PairedDataset", "evaluate", "fit", "list_encoders", "load"]
+__all__ = ["AlignedModel", "Encoder", "PairedDataset", "audit", "evaluate", "fit", "list_encoders", "load"]
 
 
 def __dir__() -> list[str]:

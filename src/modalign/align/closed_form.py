@@ -193,8 +193,7 @@ def cca_to(target: np.ndarray, b: np.ndarray, reg: float = 0.1, power: float = 1
     cyy = _shrunk(target.T @ target / n, 1e-6)
     ky, kb = _inv_sqrt(cyy), _inv_sqrt(_shrunk(b.T @ b / n, reg))
     u, s, vt = np.linalg.svd(ky @ (target.T @ b / n) @ kb, full_matrices=False)
-    k = min(len(s), target.shape[1])
-    return (kb @ vt[:k].T) * (np.maximum(s[:k], 1e-8) ** power) @ u[:, :k].T @ _sqrt(cyy)
+    return (kb @ vt.T) * (np.maximum(s, 1e-8) ** power) @ u.T @ _sqrt(cyy)
 
 
 def ridge_to(target: np.ndarray, b: np.ndarray, alpha: float = 0.1) -> np.ndarray:

@@ -6,6 +6,11 @@ covariance serves every reg), CCA's power (a rescaling of the canonical directio
 whitening (its PCA comes from the same eigendecompositions). ``PairGrid`` computes the shared parts of
 one fold once and hands out each candidate's projection matrices; the math is that of
 ``closed_form`` (the refit of the winner goes through ``fit_closed_form``).
+
+With fewer rows than dimensions (a few hundred pairs of 1,280-d image features), each side's covariance
+has rank below n: it is decomposed from the n × n gram of the rows instead of the D × D covariance, and
+CCA works in that span. This is exact: the shrinkage adds the same multiple of the identity on the rest of
+the space, where the cross-covariance is zero, so no canonical direction leaves the span.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from modalign.align.closed_form import common_dim, pca_from_gram, power_weights, shrunk_inv_sqrt_from_eigh
+from modalign.align.closed_form import common_dim, pca_from_gram, power_weights
 
 
 @dataclass
@@ -35,8 +40,18 @@ class PairGrid:
         self.cross = self.a.T @ self.b / n
 
     def eigh(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """(w, v): the covariance's non-zero eigenvalues (ascending) and eigenvectors (D × r); the eigenvalues
+        left out are zero."""
         if side not in self._eigh:
-            self._eigh[side] = tuple(np.linalg.eigh(self.grams[side]))  # type: ignore[assignment]
+            x = self.a if side == "a" else self.b
+            n, d = x.shape
+            if n < d:  # the row space: eigenpairs of the n × n gram give the covariance's
+                w, u = np.linalg.eigh(x @ x.T / n)
+                keep = w > 1e-12 * max(float(w.max()), 1e-30)
+                w, u = w[keep], u[:, keep]
+                self._eigh[side] = (w, x.T @ u / np.sqrt(n * w))
+            else:
+                self._eigh[side] = tuple(np.linalg.eigh(self.grams[side]))  # type: ignore[assignment]
         return self._eigh[side]
 
     def matrices(self, method: str, options: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -55,9 +70,18 @@ class PairGrid:
         raise ValueError(f"the closed-form grid has no method {method!r}")
 
     def _directions(self, reg: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """CCA with shrinkage ``reg``, as ``cca_directions``, computed in each side's eigenbasis."""
         if reg not in self._cca:
-            ka = shrunk_inv_sqrt_from_eigh(*self.eigh("a"), reg)
-            kb = shrunk_inv_sqrt_from_eigh(*self.eigh("b"), reg)
-            u, s, vt = np.linalg.svd(ka @ self.cross @ kb, full_matrices=False)
-            self._cca[reg] = (ka @ u[:, :self.k], kb @ vt[:self.k].T, s[:self.k])
+            (wa, va), (wb, vb) = self.eigh("a"), self.eigh("b")
+            ia = _shrunk_inv_sqrt_diag(wa, self.a.shape[1], reg)
+            ib = _shrunk_inv_sqrt_diag(wb, self.b.shape[1], reg)
+            u, s, vt = np.linalg.svd((va.T @ self.cross @ vb) * ia[:, None] * ib[None, :], full_matrices=False)
+            self._cca[reg] = (va @ (ia[:, None] * u[:, :self.k]), vb @ (ib[:, None] * vt[:self.k].T), s[:self.k])
         return self._cca[reg]
+
+
+def _shrunk_inv_sqrt_diag(w: np.ndarray, d: int, reg: float) -> np.ndarray:
+    """The diagonal of _shrunk(C, reg)^{-1/2} in C's eigenbasis, for C's non-zero eigenvalues ``w`` of its ``d``
+    (the zero ones only matter off the span, where the cross-covariance vanishes)."""
+    shrunk = (1 - reg) * w + reg * w.sum() / d
+    return 1 / np.sqrt(np.maximum(shrunk, 1e-10 * max(float(shrunk.max()), 1e-30)))

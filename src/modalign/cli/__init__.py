@@ -14,6 +14,7 @@ from modalign import __version__
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from modalign.cli.audit_cmd import audit_command
 from modalign.cli.datasets_cmd import datasets_app
 from modalign.cli.demo_cmd import demo_command
 from modalign.cli.encoders_cmd import encoders_app
@@ -53,6 +54,7 @@ app.command("probe")(probe_command)
 app.command("index")(index_command)
 app.command("serve")(serve_command)
 app.command("export")(export_command)
+app.command("audit")(audit_command)
 
 
 def _print_version(value: bool) -> None:

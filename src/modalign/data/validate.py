@@ -188,9 +188,3 @@ class RowValidator:
             source=source,
         )
 
-
-def describe_errors(errors: list[RowError], limit: int = 20) -> str:
-    lines = [f"row {e.row} (id={e.id}), field {e.field!r}: {e.reason}" for e in errors[:limit]]
-    if len(errors) > limit:
-        lines.append(f"... and {len(errors) - limit} more")
-    return "\n".join(lines)

@@ -113,7 +113,7 @@ def _distinct(order: np.ndarray, groups: Sequence[str], n: int, taken: set[int])
     return out
 
 
-def _cell(body: str, caption: str, cls: str) -> str:
+def item_cell(body: str, caption: str, cls: str) -> str:
     return f'<div class="cell {cls}">{body}<div class="meta" title="{esc(caption)}">{esc(caption)}</div></div>'
 
 
@@ -124,16 +124,16 @@ def query_row(result: EvalResult, d: DirectionResult, q: int, render: ItemRender
     q_row = int(q_rows[d.query_items[q]])
     sims, rel = d.similarity[q], d.relevant[q]
     order = np.argsort(-sims, kind="stable")
-    cells = [_cell(render(d.query, q_row), f"query · {ids[q_row]}", "query"), '<div class="arrow">→</div>']
+    cells = [item_cell(render(d.query, q_row), f"query · {ids[q_row]}", "query"), '<div class="arrow">→</div>']
     for rank, g in enumerate(order[:TOP], 1):
         g_row = int(g_rows[d.gallery_items[g]])
-        cells.append(_cell(render(d.target, g_row), f"#{rank} · {sims[g]:.2f} · {ids[g_row]}",
+        cells.append(item_cell(render(d.target, g_row), f"#{rank} · {sims[g]:.2f} · {ids[g_row]}",
                            "hit" if rel[g] else "miss"))
     if d.ranks[q] > TOP:  # show where the correct item went
         g = int(np.flatnonzero(rel)[np.argmax(sims[rel])])
         g_row = int(g_rows[d.gallery_items[g]])
         cells.append('<div class="arrow">…</div>')
-        cells.append(_cell(render(d.target, g_row), f"correct at #{int(d.ranks[q])} · {sims[g]:.2f}", "truth"))
+        cells.append(item_cell(render(d.target, g_row), f"correct at #{int(d.ranks[q])} · {sims[g]:.2f}", "truth"))
     return f'<div class="grow">{"".join(cells)}</div>'
 
 

@@ -1,0 +1,76 @@
+"""Auto's pieces by value: the candidate vocabulary and the default set, the early-stopping split of whole
+groups, and eval's relevance of two modalities that only share concepts (no row holds both)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from modalign.align.auto import CANDIDATES, NOT_BY_DEFAULT, _inner_split, select_candidates
+from modalign.align.train_data import TrainData
+from modalign.evaluation.evaluate import _group_relevance
+
+
+def test_the_default_set_is_the_36_closed_forms() -> None:
+    default = {c.name for c in select_candidates(None)}
+    cca = {f"cca(reg={r},power={p}){s}" for r in (0.1, 0.3, 0.6, 0.8) for p in (0.0, 1.0, 2.0, 4.0)
+           for s in ("", "+l2")}
+    procrustes = {f"procrustes(whiten={w}){s}" for w in (True, False) for s in ("", "+l2")}
+    assert default == cca | procrustes
+    assert len(default) == 36
+    assert not default & NOT_BY_DEFAULT
+    # by name only: the trained ones, ridge and the PCA-whitening conditionings
+    assert {"infonce+l2", "siglip+l2", "infonce+structure+l2", "ridge(alpha=0.1)", "ridge(alpha=1.0)+l2",
+            "cca(reg=0.1,power=1.0)+whiten0.3", "procrustes(whiten=True)+whiten0.6"} <= NOT_BY_DEFAULT
+    assert set(CANDIDATES) == default | NOT_BY_DEFAULT
+    assert len(CANDIDATES) == 5 * (2 + 16 + 2) + 3
+    one = CANDIDATES["cca(reg=0.6,power=2.0)+l2"]
+    assert (one.method, one.options, one.input_norm, one.trained) == ("cca", {"reg": 0.6, "power": 2.0}, "l2", False)
+    two = CANDIDATES["procrustes(whiten=False)+whiten0.1"]
+    assert (two.method, two.options, two.input_norm) == ("procrustes", {"whiten": False}, "whiten:0.1")
+    assert CANDIDATES["ridge(alpha=1.0)"].options == {"alpha": 1.0, "whiten": False}
+    assert CANDIDATES["infonce+structure+l2"].options == {"structure": 1.0} and CANDIDATES["siglip+l2"].trained
+
+
+def _data(groups: np.ndarray) -> TrainData:
+    n = len(groups)
+    return TrainData(features={"a": np.arange(n, dtype=np.float32)[:, None]}, present={"a": np.ones(n, bool)},
+                     groups=groups)
+
+
+def test_inner_split_carves_whole_groups_seeded() -> None:
+    groups = np.repeat(np.arange(50), 3)  # 50 groups of 3 rows
+    train, val = _inner_split(_data(groups), seed=0)
+    assert val is not None
+    assert len(np.unique(val.groups)) == 5  # 10% of the groups
+    assert not set(train.groups) & set(val.groups)  # no group on both sides
+    assert len(train) + len(val) == 150 and len(val) == 15
+    rows = np.concatenate([train.features["a"][:, 0], val.features["a"][:, 0]])
+    assert sorted(rows.tolist()) == list(range(150))  # every row once, its features with it
+    np.testing.assert_array_equal(val.groups, val.features["a"][:, 0].astype(int) // 3)
+    again = _inner_split(_data(groups), seed=0)[1]
+    other = _inner_split(_data(groups), seed=1)[1]
+    assert again is not None and other is not None
+    np.testing.assert_array_equal(again.groups, val.groups)
+    assert set(other.groups) != set(val.groups)
+    # too few groups to spare two for validation, or to keep two for training: no split
+    for n_groups in (10, 14):
+        train, none = _inner_split(_data(np.arange(n_groups)), seed=0)
+        assert none is None and len(train) == n_groups
+    assert _inner_split(_data(np.arange(20)), seed=0, fraction=0.1)[1] is not None
+    assert _inner_split(_data(np.arange(3)), seed=0, fraction=0.9)[1] is None
+    assert _inner_split(_data(np.arange(4)), seed=0, fraction=0.5)[1] is not None  # two groups each side
+
+
+def test_group_relevance_of_modalities_held_by_different_rows() -> None:
+    """Rows 0-2 hold images (items 0, 1, 2), rows 3-6 texts (items 0, 1, 2, 0); groups say which concept.
+    Item text 0 appears under groups 'cat' and 'dog'; 'bird' has an image but no text: not a query."""
+    groups = np.array(["cat", "dog", "bird", "cat", "dog", "fish", "dog"], dtype=object)
+    ra = np.array([0, 1, 2, -1, -1, -1, -1])  # image item of each row (-1: no image)
+    rb = np.array([-1, -1, -1, 0, 1, 2, 0])  # text item of each row
+    rows, qa, gb, rel = _group_relevance(ra, rb, groups)
+    np.testing.assert_array_equal(rows, [0, 1, 3, 4, 6])  # only concepts both modalities show
+    np.testing.assert_array_equal(qa, [0, 1])
+    np.testing.assert_array_equal(gb, [0, 1])
+    # image 0 (cat): text 0 (cat, dog); image 1 (dog): text 0 (also dog) and text 1 (dog)
+    np.testing.assert_array_equal(rel, [[True, False], [True, True]])
+    assert _group_relevance(ra, rb, np.array(["a", "a", "a", "b", "b", "b", "b"], dtype=object)) is None
