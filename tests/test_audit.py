@@ -203,7 +203,7 @@ def test_cli_audit_errors_are_one_line(swapped_emoji: tuple[Path, set[str]], tmp
     assert "'nope' is not in" in said and "Traceback" not in said
     said = run_cli(["audit", "--data", str(noisy), "--modalities", "image"], code=2)
     assert "exactly two" in said
-    tiny = tmp_path / "tiny.jsonl"
+    tiny = noisy.parent / "tiny.jsonl"
     tiny.write_text("".join(line + "\n" for line in noisy.read_text().splitlines()[:6]))
     said = run_cli(["audit", "--data", str(tiny), "--cache", str(noisy.parent / "cache")], code=2)
     assert "needs at least" in " ".join(said.split())

@@ -11,6 +11,7 @@ from scipy.linalg import sqrtm
 from modalign.align.auto import group_folds
 from modalign.align.closed_form import (
     ClosedFormSettings,
+    _inv_sqrt,
     _shrunk,
     cca_directions,
     cca_pair,
@@ -21,7 +22,6 @@ from modalign.align.closed_form import (
     power_weights,
     procrustes_pair,
     procrustes_to,
-    _inv_sqrt,
     ridge_to,
     shrunk_inv_sqrt_from_eigh,
 )
