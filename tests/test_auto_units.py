@@ -4,8 +4,17 @@ groups, and eval's relevance of two modalities that only share concepts (no row 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from modalign.align.auto import CANDIDATES, NOT_BY_DEFAULT, _inner_split, select_candidates
+from modalign.align.auto import (
+    CANDIDATES,
+    NOT_BY_DEFAULT,
+    _inner_split,
+    auto_options,
+    best_first,
+    select_candidates,
+)
+from modalign.align.fit import fit_arrays
 from modalign.align.train_data import TrainData
 from modalign.evaluation.evaluate import _group_relevance
 
@@ -74,3 +83,50 @@ def test_group_relevance_of_modalities_held_by_different_rows() -> None:
     # image 0 (cat): text 0 (cat, dog); image 1 (dog): text 0 (also dog) and text 1 (dog)
     np.testing.assert_array_equal(rel, [[True, False], [True, True]])
     assert _group_relevance(ra, rb, np.array(["a", "a", "a", "b", "b", "b", "b"], dtype=object)) is None
+
+
+def test_best_first_ranks_by_mean_then_by_the_smaller_spread() -> None:
+    rows = [{"candidate": "a", "mean": 0.30, "std": 0.02}, {"candidate": "b", "mean": 0.40, "std": 0.10},
+            {"candidate": "c", "mean": 0.40, "std": 0.01}, {"candidate": "d", "mean": 0.40, "std": 0.01}]
+    assert [r["candidate"] for r in best_first(rows)] == ["c", "d", "b", "a"]
+
+
+def test_auto_options_rename_warn_and_refuse_unknown_names() -> None:
+    with pytest.warns(DeprecationWarning, match="'folds' is now 'cv_folds'"):
+        assert auto_options({"folds": 2, "anchor": "a"}) == {"cv_folds": 2, "anchor": "a"}
+    with pytest.warns(DeprecationWarning, match="'budget_s' is now 'time_budget'"):
+        assert auto_options({"budget_s": 5.0, "time_budget": 9.0}) == {"time_budget": 9.0}  # the new name wins
+    assert auto_options({"candidates": "cca", "cv_folds": 4}) == {"candidates": "cca", "cv_folds": 4}
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['nope'\]; it takes anchor, candidates, cv_folds, "
+                                         r"time_budget"):
+        auto_options({"nope": 1, "cv_folds": 2})
+
+
+def _planted_features(n_groups: int = 60, seed: int = 0) -> tuple[dict, dict, list[str]]:
+    rng = np.random.default_rng(seed)
+    concepts = rng.normal(size=(n_groups, 8))
+    group = np.repeat(np.arange(n_groups), 2)
+    a = concepts[group] @ rng.normal(size=(8, 20)) + 0.2 * rng.normal(size=(len(group), 20))
+    b = concepts[group] @ rng.normal(size=(8, 12)) + 0.2 * rng.normal(size=(len(group), 12))
+    ones = np.ones(len(group), dtype=bool)
+    return ({"a": {"x": a.astype(np.float32)}, "b": {"x": b.astype(np.float32)}}, {"a": ones, "b": ones},
+            [f"g{g}" for g in group])
+
+
+def test_fit_auto_uses_its_options_and_records_the_choice() -> None:
+    feats, present, groups = _planted_features()
+    fitted = fit_arrays(feats, present, groups, ["a", "b"], default_layers={"a": "x", "b": "x"}, method="auto",
+                        dim=8, val_fraction=0.1,
+                        options={"cv_folds": 2, "candidates": "procrustes,cca(reg=0.1,power=1.0)"})
+    summary = fitted.info["auto"]
+    assert summary["folds"] == 2 and {r["candidate"] for r in summary["table"]} == {
+        "procrustes(whiten=True)", "procrustes(whiten=False)", "procrustes(whiten=True)+l2",
+        "procrustes(whiten=False)+l2", "cca(reg=0.1,power=1.0)"}
+    ranked = best_first([r for r in summary["table"] if "mean" in r])
+    assert summary["picked"] == ranked[0]["candidate"] and summary["runner_up"]["candidate"] == ranked[1]["candidate"]
+    assert summary["cv_R@1"] == ranked[0]["mean"] > 0.5  # planted pairs: found across folds
+    assert summary["cv_rows"] == len(groups) and summary["time_dependent"] is False
+    assert fitted.info["val_R@1"] == summary["cv_R@1"]  # a closed form: the CV mean is the estimate
+    with pytest.raises(ValueError, match="no candidate left to try"):
+        fit_arrays(feats, present, groups, ["a", "b"], default_layers={"a": "x", "b": "x"}, method="auto",
+                   head="mlp", options={"candidates": "cca"})

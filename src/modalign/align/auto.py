@@ -336,19 +336,32 @@ def _table_row(cand: Candidate, book: _Scores, chance: list[float]) -> dict[str,
             "chance": float(np.mean(chance[:len(per_fold)]))}
 
 
-def fit_auto(ctx: FitContext) -> MethodResult:
-    """CV over the candidates (``options``: ``candidates``, ``cv_folds``, ``time_budget``, as the CLI's
-    ``--candidates``, ``--cv-folds``, ``--time-budget``), refit the winner."""
-    ctx.check_locked()
-    opts = dict(ctx.options)
+def auto_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Auto's options, former names renamed (with a DeprecationWarning; the new name wins when both are given);
+    an unknown one is a ValueError that lists the options auto takes."""
+    opts = dict(options)
     for old, new in RENAMED_OPTIONS.items():  # the names before they matched the CLI's
         if old in opts:
-            warnings.warn(f"auto option {old!r} is now {new!r}", DeprecationWarning, stacklevel=3)
+            warnings.warn(f"auto option {old!r} is now {new!r}", DeprecationWarning, stacklevel=4)
             opts.setdefault(new, opts.pop(old))
     unknown = set(opts) - {"candidates", "cv_folds", "time_budget", "anchor"}
     if unknown:
         raise ValueError(f"auto: unknown option(s) {sorted(unknown)}; it takes anchor, candidates, cv_folds, "
                          "time_budget")
+    return opts
+
+
+def best_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CV table rows by mean R@1, best first; equal means go to the steadier candidate (smaller std across
+    folds); full ties keep the table's order (sorting is stable)."""
+    return sorted(rows, key=lambda r: (r["mean"], -r["std"]), reverse=True)
+
+
+def fit_auto(ctx: FitContext) -> MethodResult:
+    """CV over the candidates (``options``: ``candidates``, ``cv_folds``, ``time_budget``, as the CLI's
+    ``--candidates``, ``--cv-folds``, ``--time-budget``), refit the winner."""
+    ctx.check_locked()
+    opts = auto_options(ctx.options)
     candidates = select_candidates(opts.get("candidates"))
     if ctx.locked or ctx.head != "linear":
         # a non-linear head is the user's explicit choice, and closed forms lock only their anchor:
@@ -364,7 +377,7 @@ def fit_auto(ctx: FitContext) -> MethodResult:
     if not scored:
         reasons = "; ".join(f"{r['candidate']}: {r['skipped']}" for r in table[:3])
         raise ValueError(f"auto: no candidate could be cross-validated ({reasons})")
-    ranked = sorted(scored, key=lambda r: (r["mean"], -r["std"]), reverse=True)
+    ranked = best_first(scored)
     best_row = ranked[0]
     best = CANDIDATES[best_row["candidate"]]
     cv_s = time.perf_counter() - t0
