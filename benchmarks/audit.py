@@ -63,7 +63,7 @@ def corrupt(groups: list[str], kind: str, rate: float, seed: int) -> np.ndarray:
     n = len(groups)
     rng = np.random.default_rng(seed)
     source = np.arange(n)
-    k = int(round(rate * n))
+    k = round(rate * n)
     if kind == "swap":
         order = rng.permutation(n)
         free = set(order.tolist())
