@@ -114,10 +114,12 @@ def test_duplicates_and_leaks_across_groups(tmp_path: Path) -> None:
     rows[5] = {**rows[4], "id": "copy-of-r4"}  # the same pair twice (same group)
     rows[10]["vec_a"] = list(rows[60]["vec_a"])  # one vector under two groups: a leak
     rows[20]["vec_b"] = [v * 1.001 for v in rows[90]["vec_b"]]  # nearly identical, two groups
+    rows[31]["vec_b"] = list(rows[30]["vec_b"])  # one vector twice in a group (the other sides differ)
     ds = PairedDataset.from_rows(rows, root=tmp_path)
     result = audit(ds, ["vec_a", "vec_b"], cache=FeatureCache(tmp_path / "cache"), method="cca")
     kinds = {(c.kind, c.modality, tuple(sorted(ds.ids[r] for r in c.rows))) for c in result.duplicates}
     assert ("pair", "vec_a+vec_b", ("copy-of-r4", "r4")) in kinds
+    assert ("identical", "vec_b", ("r30", "r31")) in kinds
     # each leak joins the two rows' groups (with the near copies of that item inside its concept, if any)
     by_row = {ds.ids[r]: c for c in result.leaks for r in c.rows}
     assert by_row["r10"] is by_row["r60"] and by_row["r20"] is by_row["r90"]

@@ -1,5 +1,6 @@
-"""Duplicates in a paired dataset: the same pair under two ids, and one item (identical, or nearly so in its
-encoder's frozen features) under several groups, which a concept-disjoint split would leak across."""
+"""Duplicates in a paired dataset: the same pair under two ids, one file or vector under two ids, and one item
+(identical, or nearly so in its encoder's frozen features) under several groups, which a concept-disjoint split
+would leak across. One text under several ids of a group is no duplicate: that is how a group labels its rows."""
 
 from __future__ import annotations
 
@@ -67,7 +68,8 @@ def find_duplicates(dataset: PairedDataset, modalities: Sequence[str], features:
         if len(rows) > 1:
             out.append(DuplicateCluster("pair", "+".join(modalities), rows, _groups_of(groups, rows)))
     for m in modalities:
-        out.extend(_cross_group_items(groups, m, features[m], np.flatnonzero(present[m]), keys[m], near))
+        out.extend(_shared_items(groups, m, features[m], np.flatnonzero(present[m]), keys[m], near,
+                                 within_group=dataset.kind(m) != "text"))
     return out
 
 
@@ -75,9 +77,10 @@ def _groups_of(groups: Sequence[str], rows: Sequence[int]) -> list[str]:
     return list(dict.fromkeys(groups[r] for r in rows))
 
 
-def _cross_group_items(groups: Sequence[str], modality: str, x: np.ndarray, rows: np.ndarray, keys: Sequence[Any],
-                       near: float) -> list[DuplicateCluster]:
-    """Clusters of items (identical, or linked by a cosine >= ``near``) that rows of several groups show."""
+def _shared_items(groups: Sequence[str], modality: str, x: np.ndarray, rows: np.ndarray, keys: Sequence[Any],
+                  near: float, within_group: bool) -> list[DuplicateCluster]:
+    """Clusters of items (identical, or linked by a cosine >= ``near``) that rows of several groups show, and
+    with ``within_group`` one identical item under several rows of one group."""
     item_of: dict[Any, int] = {}
     first: list[int] = []
     for r in rows:
@@ -98,9 +101,15 @@ def _cross_group_items(groups: Sequence[str], modality: str, x: np.ndarray, rows
                     union.join(i, int(j))
                     link_cos[(i, int(j))] = float(s)
     members: dict[int, list[int]] = defaultdict(list)
+    same_item: dict[int, list[int]] = defaultdict(list)
     for r in rows:
         members[union.find(item_of[keys[r]])].append(int(r))
+        same_item[item_of[keys[r]]].append(int(r))
     clusters = []
+    if within_group:  # one file or vector under several ids of one group
+        for item_rows in same_item.values():
+            if len(item_rows) > 1 and len(_groups_of(groups, item_rows)) == 1:
+                clusters.append(DuplicateCluster("identical", modality, item_rows, _groups_of(groups, item_rows)))
     for cluster_rows in members.values():
         cluster_groups = _groups_of(groups, cluster_rows)
         if len(cluster_groups) < 2:

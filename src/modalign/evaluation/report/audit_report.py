@@ -109,5 +109,6 @@ def _duplicates(result: AuditResult, dataset: PairedDataset) -> str:
              "-" if c.cosine is None else f"{c.cosine:.3f}") for c in ordered]
     return section("duplicates", f"Duplicates ({len(result.duplicates)})",
                    table(("kind", "modality", "ids", "groups", "lowest cosine"), rows, text_columns=4),
-                   "pair: the same pair under several ids. identical / near: one item (or near copies of it) "
-                   "under several groups: a split by group would put it on both sides.")
+                   "pair: the same pair under several ids. identical: one file or vector under several ids. "
+                   "identical / near across groups: one item (or near copies of it) under several groups, which a "
+                   "split by group would put on both sides.")
