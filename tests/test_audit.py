@@ -240,3 +240,13 @@ def test_audit_report_in_chromium(swapped_emoji: tuple[Path, set[str]], tmp_path
     assert rows == [p["id"] for p in doc["pairs"][: len(rows)]] and len(rows) == min(24, len(doc["pairs"]))
     assert flagged_cells == 2 * sum(p["flagged"] for p in doc["pairs"][: len(rows)])
     assert f"{doc['estimated_mismatched']:.1%}" in summary and str(doc["flagged"]) in summary
+
+
+def test_cli_audit_to_a_folder_it_cannot_write_is_one_line(swapped_emoji: tuple[Path, set[str]],
+                                                           tmp_path: Path) -> None:
+    noisy, _ = swapped_emoji
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    said = run_cli(["audit", "--data", str(noisy), "--cache", str(noisy.parent / "cache"), "--method", "cca",
+                    "--json", str(blocker / "audit.json")], code=2)
+    assert "Traceback" not in said and "audit.json" in "".join(said.split())

@@ -58,7 +58,6 @@ def audit_command(
     label copied from the next row); list the same pair twice and items shared across groups (split leaks)."""
     to_stdout = json_out is not None and str(json_out) == "-"
     with json_on_stdout(to_stdout):
-        from modalign.data.manifest_writer import write_manifest
         from modalign.encoders import DEFAULT_ENCODER_FOR_KIND
         from modalign.evaluation.audit import audit
         from modalign.features import FeatureCache
@@ -82,21 +81,31 @@ def audit_command(
         payload = finite_json(result.to_json())
         payload["manifest"] = str(data)
         _print_summary(result, ds, top)
-        if out is not None:
-            _write_folder(out, result, ds, payload)
-            console.print(f"[green]wrote[/] {out}/pairs.csv, pairs.jsonl, audit.json, report.html")
-        if json_out is not None:
-            if to_stdout:
-                emit_json(payload)
-            else:
-                atomic_write_bytes(json_out, json.dumps(payload, indent=2, allow_nan=False).encode())
-                console.print(f"[green]wrote[/] {json_out}")
-        if write_clean is not None:
-            rows, groups = result.clean(ds.groups)
-            outside = write_manifest(ds, write_clean, rows, groups)
-            merged = len(set(ds.groups)) - len({groups[r] for r in range(len(ds))})
-            console.print(f"[green]wrote[/] {write_clean}: {len(rows)} of {len(ds)} rows, {merged} group(s) merged"
-                          + (" (files outside its folder: read it with --allow-outside-root)" if outside else ""))
+        try:  # a folder that cannot be written is one line naming it; the audit above is already printed
+            _write_outputs(result, ds, payload, out, json_out, to_stdout, write_clean)
+        except ModalignError as exc:
+            raise fail(str(exc)) from None
+
+
+def _write_outputs(result: AuditResult, ds: PairedDataset, payload: dict[str, Any], out: Path | None,
+                   json_out: Path | None, to_stdout: bool, write_clean: Path | None) -> None:
+    from modalign.data.manifest_writer import write_manifest
+
+    if out is not None:
+        _write_folder(out, result, ds, payload)
+        console.print(f"[green]wrote[/] {out}/pairs.csv, pairs.jsonl, audit.json, report.html")
+    if json_out is not None:
+        if to_stdout:
+            emit_json(payload)
+        else:
+            atomic_write_bytes(json_out, json.dumps(payload, indent=2, allow_nan=False).encode())
+            console.print(f"[green]wrote[/] {json_out}")
+    if write_clean is not None:
+        rows, groups = result.clean(ds.groups)
+        outside = write_manifest(ds, write_clean, rows, groups)
+        merged = len(set(ds.groups)) - len({groups[r] for r in range(len(ds))})
+        console.print(f"[green]wrote[/] {write_clean}: {len(rows)} of {len(ds)} rows, {merged} group(s) merged"
+                      + (" (files outside its folder: read it with --allow-outside-root)" if outside else ""))
 
 
 def _print_summary(result: AuditResult, ds: PairedDataset, top: int) -> None:
