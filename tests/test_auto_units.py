@@ -3,6 +3,8 @@ groups, and eval's relevance of two modalities that only share concepts (no row 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -130,3 +132,41 @@ def test_fit_auto_uses_its_options_and_records_the_choice() -> None:
     with pytest.raises(ValueError, match="no candidate left to try"):
         fit_arrays(feats, present, groups, ["a", "b"], default_layers={"a": "x", "b": "x"}, method="auto",
                    head="mlp", options={"candidates": "cca"})
+
+
+def test_a_conditioning_that_fails_on_one_fold_is_dropped_and_auto_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modalign.align.auto as auto
+
+    real = auto._grid_scores
+
+    def failing(ctx: Any, family: Any, train: Any, val: Any) -> Any:
+        if family[0].input_norm == "center":
+            raise np.linalg.LinAlgError("SVD did not converge")
+        return real(ctx, family, train, val)
+
+    monkeypatch.setattr(auto, "_grid_scores", failing)
+    feats, present, groups = _planted_features(seed=1)
+    fitted = fit_arrays(feats, present, groups, ["a", "b"], default_layers={"a": "x", "b": "x"}, method="auto",
+                        dim=8, val_fraction=0.1)
+    table = fitted.info["auto"]["table"]
+    assert all("SVD did not converge" in r["skipped"] for r in table if r["input_norm"] == "center")
+    assert fitted.info["auto"]["picked"].endswith("+l2")
+
+
+def test_the_grid_falls_back_to_another_svd_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modalign.align.closed_form_grid as grid_module
+    from modalign.align.closed_form import cca_pair
+    from modalign.align.closed_form_grid import PairGrid
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(200, 6)), rng.normal(size=(200, 5))
+    a, b = a - a.mean(0), b - b.mean(0)
+
+    def no_convergence(*_args: Any, **_kwargs: Any) -> Any:
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(grid_module.np.linalg, "svd", no_convergence)
+    ga, gb = PairGrid(a, b, dim=4).matrices("cca", {"reg": 0.3, "power": 1.0})
+    monkeypatch.undo()
+    ca, cb = cca_pair(a, b, 4, 0.3, 1.0)
+    np.testing.assert_allclose(a @ ga @ (b @ gb).T, a @ ca @ (b @ cb).T, atol=1e-8)

@@ -253,6 +253,9 @@ def cross_validate(ctx: FitContext, candidates: Sequence[Candidate], folds: int 
         for f in range(k):
             for norm in dict.fromkeys(c.input_norm for c in closed):
                 family = [c for c in closed if c.input_norm == norm and c.name not in book.stopped]
+                if not family:  # every candidate of this conditioning failed on an earlier fold
+                    tick(sum(c.input_norm == norm for c in closed))
+                    continue
                 t0 = clock()
                 try:
                     for cand, scores in zip(family, _grid_scores(ctx, family, *folds_data[f]), strict=True):

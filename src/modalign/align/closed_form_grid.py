@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.linalg
 
 from modalign.align.closed_form import common_dim, pca_from_gram, power_weights
 
@@ -75,9 +76,18 @@ class PairGrid:
             (wa, va), (wb, vb) = self.eigh("a"), self.eigh("b")
             ia = _shrunk_inv_sqrt_diag(wa, self.a.shape[1], reg)
             ib = _shrunk_inv_sqrt_diag(wb, self.b.shape[1], reg)
-            u, s, vt = np.linalg.svd((va.T @ self.cross @ vb) * ia[:, None] * ib[None, :], full_matrices=False)
+            u, s, vt = _svd((va.T @ self.cross @ vb) * ia[:, None] * ib[None, :])
             self._cca[reg] = (va @ (ia[:, None] * u[:, :self.k]), vb @ (ib[:, None] * vt[:self.k].T), s[:self.k])
         return self._cca[reg]
+
+
+def _svd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD; LAPACK's divide-and-conquer driver (numpy's) can fail to converge on an ill-conditioned
+    matrix (seen with one BLAS thread on whisper features), the slower QR-iteration driver then answers."""
+    try:
+        return tuple(np.linalg.svd(m, full_matrices=False))  # type: ignore[return-value]
+    except np.linalg.LinAlgError:
+        return tuple(scipy.linalg.svd(m, full_matrices=False, lapack_driver="gesvd"))  # type: ignore[return-value]
 
 
 def _shrunk_inv_sqrt_diag(w: np.ndarray, d: int, reg: float) -> np.ndarray:
