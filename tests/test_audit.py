@@ -250,3 +250,15 @@ def test_cli_audit_to_a_folder_it_cannot_write_is_one_line(swapped_emoji: tuple[
     said = run_cli(["audit", "--data", str(noisy), "--cache", str(noisy.parent / "cache"), "--method", "cca",
                     "--json", str(blocker / "audit.json")], code=2)
     assert "Traceback" not in said and "audit.json" in "".join(said.split())
+
+
+def test_union_find_names_a_set_after_its_first_member() -> None:
+    from modalign.data.union_find import UnionFind
+
+    sets: UnionFind[str] = UnionFind(["a", "b", "c", "d"])
+    sets.join("d", "c")
+    sets.join("c", "b")
+    assert {sets.find(x) for x in "bcd"} == {"b"} and sets.find("a") == "a"
+    sets.join("d", "a")
+    assert {sets.find(x) for x in "abcd"} == {"a"}
+    assert sets.find("new") == "new"  # an unseen item is its own set

@@ -15,6 +15,8 @@ from collections.abc import Hashable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from modalign.data.union_find import UnionFind
+
 #: ``PairedDataset.grouping["by"]`` when the groups were made here
 AUTO_GROUPING = "identical text or file"
 
@@ -64,22 +66,12 @@ def merge_identical(ids: Sequence[str], columns: dict[str, Sequence[Any]],
                     kinds: dict[str, str]) -> tuple[list[str], int]:
     """One group per set of rows linked by identical items (named by its first row's id), and how many
     rows joined another row's group."""
-    parent = list(range(len(ids)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    sets: UnionFind[int] = UnionFind(range(len(ids)))  # the earlier row names the group
     first: dict[Hashable, int] = {}
     for i, key in item_keys(columns, kinds):
-        j = first.setdefault(key, i)
-        ri, rj = root(i), root(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)  # the earlier row names the group
-    groups = [ids[root(i)] for i in range(len(ids))]
-    return groups, sum(1 for i in range(len(ids)) if root(i) != i)
+        sets.join(first.setdefault(key, i), i)
+    roots = [sets.find(i) for i in range(len(ids))]
+    return [ids[r] for r in roots], sum(1 for i, r in enumerate(roots) if r != i)
 
 
 #: past this many rows, ``shared_items`` compares texts only (hashing every file would cost a full read)

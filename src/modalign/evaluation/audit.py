@@ -29,6 +29,7 @@ from modalign.align.auto import group_folds
 from modalign.align.fit import encode_column, fit_arrays, resolve_encoder
 from modalign.data.auto_groups import item_keys
 from modalign.data.dataset import PairedDataset
+from modalign.data.union_find import UnionFind
 from modalign.encoders import EncoderChoice, get_encoder
 from modalign.evaluation.duplicates import DuplicateCluster, find_duplicates
 from modalign.features import FeatureCache
@@ -114,26 +115,18 @@ class AuditResult:
 
     def clean(self, groups: Sequence[str]) -> tuple[list[int], list[str]]:
         """(rows to keep, every row's group) for a cleaned manifest: flagged rows and the repeats of a pair that
-        appears twice are dropped; the groups an item is shared by become one (the first of them)."""
+        appears twice are dropped; the groups an item is shared by become one, named after the one that comes
+        first in the data."""
         drop = {p.row for p in self.pairs if p.flagged}
-        union = {g: g for g in groups}
-
-        def find(g: str) -> str:
-            while union[g] != g:
-                union[g] = union[union[g]]
-                g = union[g]
-            return g
-
+        merged: UnionFind[str] = UnionFind(groups)  # a merged set keeps the name that comes first in the data
         for cluster in self.duplicates:
             if cluster.kind == "pair":
                 drop.update(cluster.rows[1:])
             # only what still crosses groups once the flagged rows are gone (a swapped caption is no leak)
             shared = list(dict.fromkeys(groups[r] for r in cluster.rows if r not in drop))
             for g in shared[1:]:
-                a, b = find(shared[0]), find(g)
-                if a != b:
-                    union[b] = a
-        return [r for r in range(len(groups)) if r not in drop], [find(g) for g in groups]
+                merged.join(shared[0], g)
+        return [r for r in range(len(groups)) if r not in drop], [merged.find(g) for g in groups]
 
     def to_json(self) -> dict[str, Any]:
         a, b = self.modalities

@@ -13,6 +13,7 @@ import faiss
 import numpy as np
 
 from modalign.data.dataset import PairedDataset
+from modalign.data.union_find import UnionFind
 
 #: cosine of two items' frozen features (unit length) from which they count as near duplicates
 NEAR_DUPLICATE = 0.97
@@ -34,22 +35,6 @@ class DuplicateCluster:
         if self.cosine is not None:
             out["cosine"] = round(self.cosine, 4)
         return out
-
-
-class _Union:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def join(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
 
 
 def find_duplicates(dataset: PairedDataset, modalities: Sequence[str], features: Mapping[str, np.ndarray],
@@ -87,7 +72,7 @@ def _shared_items(groups: Sequence[str], modality: str, x: np.ndarray, rows: np.
         if keys[r] not in item_of:
             item_of[keys[r]] = len(first)
             first.append(int(r))
-    union = _Union(len(first))
+    union: UnionFind[int] = UnionFind(range(len(first)))
     link_cos: dict[tuple[int, int], float] = {}
     if len(first) > 1:
         z = np.ascontiguousarray(x[first], dtype=np.float32)
