@@ -271,3 +271,74 @@ def test_fit_procrustes_heads_meet_on_a_planted_rotation() -> None:
     np.testing.assert_allclose(np.cov(za.T), np.eye(6), atol=0.05)
     with pytest.raises(ValueError, match="paired rows, got 1000 and 999"):
         fit_procrustes(xa[:1000], xb[:999])
+
+
+# ------------------------------------------------------------------ several modalities, missing rows, a lock
+def _three_views(n: int = 1500, seed: int = 15) -> dict[str, np.ndarray]:
+    """Three noisy linear views (a: 9-d, b: 8-d, c: 7-d) of one 5-d latent per row."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 5))
+    return {m: (np.hstack([z, 0.05 * rng.normal(size=(n, d - 5))]) @ rng.normal(size=(d, d))).astype(np.float32)
+            for m, d in (("a", 9), ("b", 8), ("c", 7))}
+
+
+def _r1(heads: dict, x: dict[str, np.ndarray], q: str, t: str, rows: slice) -> float:
+    with torch.no_grad():
+        zq = torch.nn.functional.normalize(heads[q](torch.as_tensor(x[q][rows])), dim=1)
+        zt = torch.nn.functional.normalize(heads[t](torch.as_tensor(x[t][rows])), dim=1)
+    sim = (zq @ zt.T).numpy()
+    return float(np.mean(sim.argmax(1) == np.arange(len(sim))))
+
+
+@pytest.mark.parametrize("kind", ["cca", "procrustes", "ridge"])
+def test_three_modalities_with_missing_rows_meet_in_the_anchor_space(kind: str) -> None:
+    """c is present on half the training rows only (zeros elsewhere): each modality is fitted on the rows it
+    shares with the anchor, and every pair retrieves held-out rows."""
+    x = _three_views()
+    train = slice(0, 1200)
+    present = {"a": np.ones(1200, bool), "b": np.ones(1200, bool), "c": np.arange(1200) % 2 == 0}
+    feats = {m: v[train].copy() for m, v in x.items()}
+    feats["c"][~present["c"]] = 0.0
+    heads = fit_closed_form(feats, present, ["a", "b", "c"], ClosedFormSettings(kind, dim=5, whiten=True))
+    for q, t in (("a", "b"), ("a", "c"), ("b", "c")):
+        assert _r1(heads, x, q, t, slice(1200, 1500)) > 0.9, (kind, q, t)
+
+
+def test_a_locked_anchor_keeps_its_own_features_and_the_others_map_into_them() -> None:
+    x = _three_views(seed=16)
+    ones = np.ones(1200, bool)
+    heads = fit_closed_form({m: v[:1200] for m, v in x.items()}, {m: ones for m in x}, ["a", "b", "c"],
+                            ClosedFormSettings("cca", dim=5), locked=("a",))
+    with torch.no_grad():
+        za = heads["a"](torch.as_tensor(x["a"][:5]))
+    assert heads["a"].name == "identity" and za.shape == (5, 9)
+    assert heads["b"].out_dim == 9 and heads["c"].out_dim == 9
+    # the space is a's own 9-d features, noise dimensions included: far above chance (1/300), below the 0.9 of
+    # a fitted 5-d space
+    assert _r1(heads, x, "b", "a", slice(1200, 1500)) > 0.6
+    assert _r1(heads, x, "c", "a", slice(1200, 1500)) > 0.6
+
+
+def test_closed_form_refusals_name_the_problem() -> None:
+    x = _three_views(n=50)
+    ones = np.ones(50, bool)
+    feats = {m: v for m, v in x.items()}
+    with pytest.raises(ValueError, match="unknown closed-form solver 'pca'"):
+        fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("pca"))
+    with pytest.raises(ValueError, match=r"anchor 'z' is not one of the modalities \['a', 'b'\]"):
+        fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("cca"), anchor="z")
+    with pytest.raises(ValueError, match=r"can lock only the anchor modality \('a'\), not \['b'\]"):
+        fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("cca"), locked=("a", "b"))
+    few = np.zeros(50, bool)
+    few[:2] = True
+    with pytest.raises(ValueError, match="modality 'b' has fewer than 3 rows"):
+        fit_closed_form(feats, {"a": ones, "b": few}, ["a", "b"], ClosedFormSettings("cca"))
+    apart = np.zeros(50, bool)
+    apart[[0, 1, 2, 10]] = True
+    other = ~apart
+    other[[0, 1]] = True
+    with pytest.raises(ValueError, match=r"cca: modality 'b' shares 2 rows with the anchor 'a'"):
+        fit_closed_form(feats, {"a": apart, "b": other}, ["a", "b"], ClosedFormSettings("cca"))
+    # the anchor defaults to the locked modality, else the first
+    heads = fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("cca", dim=3), locked=("b",))
+    assert heads["b"].name == "identity" and heads["a"].out_dim == 8
