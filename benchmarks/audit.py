@@ -43,7 +43,7 @@ from alignment import DATASETS, Prepared, builtin_manifest, heldout_r1, prepare
 
 from modalign.align.fit import fit_arrays
 from modalign.data.dataset import PairedDataset
-from modalign.evaluation.audit import calibrated_threshold, score_pairs
+from modalign.evaluation.audit import calibrated_threshold, score_pairs, separation
 from modalign.features import FeatureCache
 
 log = logging.getLogger("bench.audit")
@@ -95,14 +95,6 @@ def _keys(x: np.ndarray) -> list[bytes]:
     return [hashlib.blake2b(row.tobytes(), digest_size=12).digest() for row in np.ascontiguousarray(x)]
 
 
-def _auroc(labels: np.ndarray, scores: np.ndarray) -> float:
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    pos = labels.sum()
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * (len(labels) - pos)))
-
-
 def fit_r1(prep: Prepared, feats: dict[str, np.ndarray], rows: np.ndarray) -> float:
     a, b = prep.modalities
     ones = np.ones(len(rows), dtype=bool)
@@ -135,7 +127,8 @@ def run_one(prep: Prepared, kind: str, rate: float, seed: int) -> dict[str, Any]
     r1_noisy = fit_r1(prep, feats, every)
     r1_cleaned = fit_r1(prep, feats, every[~flagged])
     return {"dataset": prep.name, "kind": kind, "rate": rate, "seed": seed, "rows": len(xa), "corrupted": k,
-            "auroc": _auroc(bad, scores) if 0 < k < len(bad) else None,
+            # AUROC of the corrupted rows against the others: the same rank statistic the calibration uses
+            "auroc": separation(scores[~bad], scores[bad]) if 0 < k < len(bad) else None,
             "precision_at_k": float(bad[top].mean()) if k else None,
             "flagged": int(flagged.sum()),
             "flag_precision": float(bad[flagged].mean()) if flagged.any() else None,
