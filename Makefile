@@ -45,11 +45,16 @@ mutation: install
 
 # throughput: extraction overhead vs raw encoders, head fit on 5k pairs, DDP 2 vs 1, demo peak RSS; IVF-PQ at 1M (docs/scaling.md)
 bench: install system-deps
+	$(PIP) install -q -e '.[bench]'
 	$(PY) benchmarks/throughput.py --json benchmarks/throughput-results.json
 	$(PY) benchmarks/ivfpq.py --json benchmarks/ivfpq-results.json
 	$(PY) benchmarks/fit_memory.py --json benchmarks/fit-memory-results.json
-	# server queries/s, p50/p99 at 1/8/32 clients vs the raw batched encoder + search; demo wall time and RSS
+	# server queries/s, p50/p99 at 1/8/32 wrk connections vs the raw batched encoder; demo wall time and RSS;
+	# where a query's CPU goes (py-spy under wrk); held-out R@1 per serving runtime (docs/search.md, Speed)
 	$(PY) benchmarks/server_load.py --json benchmarks/server-results.json --markdown benchmarks/server-results.md
+	PATH=$(VENV)/bin:$$PATH $(PY) benchmarks/server_profile.py
+	test -f /tmp/modalign-emoji/manifest.jsonl || $(VENV)/bin/modalign datasets prepare emoji --out /tmp/modalign-emoji
+	$(PY) benchmarks/serving_runtimes.py --manifest /tmp/modalign-emoji/manifest.jsonl
 	$(PY) benchmarks/server_memory.py --json benchmarks/server-memory-results.json --markdown benchmarks/server-memory-results.md
 	# encoder runtimes: items/s torch vs onnx vs onnx-int8, cosine to torch, emoji held-out R@1 per runtime (docs/encoders.md)
 	$(PY) benchmarks/runtimes.py --json benchmarks/runtimes-results.json --markdown benchmarks/runtimes-results.md

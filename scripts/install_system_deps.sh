@@ -6,6 +6,7 @@ set -euo pipefail
 APT_PACKAGES=(fonts-noto-color-emoji unicode-cldr-core libfribidi0 kanjidic-xml libcairo2 espeak-ng fluidsynth fluid-soundfont-gm)
 APT_PACKAGES+=(sword-text-kjv sword-text-web sword-text-sparv)  # bible-en-es
 APT_PACKAGES+=(chromium)  # headless browser tests of the HTML reports (playwright, never `playwright install`)
+APT_PACKAGES+=(wrk)  # the server's load generator in `make bench` (benchmarks/server_load.py)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

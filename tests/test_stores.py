@@ -316,10 +316,12 @@ def test_serve_workers_over_lancedb_and_not_over_a_milvus_lite_file(indexes: dic
         assert r.status_code == 200, r.text
         assert [h["id"] for h in r.json()["results"]] == want
         assert httpx.get(url + "/health", timeout=10).json()["process"]["workers"] == 2
-        assert next(p.name for p in shared_root.iterdir()).startswith("modalign-serve-")
+        assert any(p.name.startswith("modalign-serve-") for p in shared_root.iterdir())
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0  # SIGTERM stops the workers and serve exits cleanly
-    assert list(shared_root.iterdir()) == []  # and the shared folder is gone
+    # and the shared folder is gone (importing onnxruntime leaves its own 51-byte session file `.ses` in TMPDIR,
+    # whoever imports it: not serve's to delete)
+    assert [p.name for p in shared_root.iterdir() if p.name != ".ses"] == []
 
 
 def test_a_milvus_lite_search_index_file_torn_by_a_kill_is_rebuilt(indexes: dict[str, Path], tmp_path: Path,

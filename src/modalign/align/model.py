@@ -8,8 +8,8 @@ Loading never executes code: JSON is validated, tensors come from safetensors on
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,15 @@ class AlignedModel:
                 x = torch.as_tensor(np.asarray(features[start : start + batch_size], dtype=np.float32))
                 out.append(torch.nn.functional.normalize(head(x), dim=1).numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def with_runtimes(self, runtimes: Mapping[str, str]) -> AlignedModel:
+        """The same space with the encoders of the named modalities run in another runtime (``torch``, ``onnx``,
+        ``onnx-int8``); heads and everything else are shared, the encoder is checked when first loaded."""
+        for modality in runtimes:
+            self.branch(modality)  # an unknown modality: one clear KeyError
+        branches = {m: replace(b, encoder_config={**b.encoder_config, "runtime": runtimes[m]}) if m in runtimes else b
+                    for m, b in self.branches.items()}
+        return replace(self, branches=branches)
 
     def encoder_for(self, modality: str):
         from modalign.encoders import check_weights, get_encoder

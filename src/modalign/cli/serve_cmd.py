@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import ipaddress
+import os
 import signal
 import sys
 import tempfile
@@ -13,16 +14,18 @@ from typing import Any
 
 import typer
 
+from modalign.cli._common import parse_mapping
 from modalign.cli._config import config_option
 from modalign.cli._params import number
 from modalign.cli._ui import console, err_console, fail
-from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app, open_index
+from modalign.cli.serve_app import ServePlan, ServeSetupError, build_app, open_index, worker_environment
 from modalign.cli.serve_workers import failed_reason, free_port_or_fail, hold_port, supervise
 from modalign.errors import ModalignError
 from modalign.search import Index
 from modalign.search.store import IndexStore
 from modalign.search.stores import one_process_only
 from modalign.server import ServerSettings
+from modalign.server.runtimes import AS_INDEXED, AUTO
 
 
 def _is_loopback(host: str) -> bool:
@@ -53,13 +56,17 @@ def serve_command(
                                   help="seconds a client may take to send a request "
                                   "body (then 408) and one search may take (then 503)"),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level"),
-    torch_threads: int = typer.Option(1, "--torch-threads", min=1, help="intra-op threads per query encode "
-                                      "(requests already run in parallel; more threads mostly add contention)"),
+    torch_threads: int = typer.Option(0, "--torch-threads", min=0, help="threads that encode each batch of "
+                                      "queries (torch and onnxruntime); 0 = the cores shared out among the workers"),
+    runtime: str = typer.Option("auto", "--runtime", help="encoder runtime of the queries: auto (onnx for an "
+                                "encoder built in torch that has it: the same features, faster), index (as the "
+                                "index was built), or MODALITY=torch|onnx|onnx-int8,..."),
     max_batch: int = typer.Option(64, "--max-batch", min=1, max=1024, help="text/image queries that arrive "
                                   "together are encoded and searched in one batch of at most this many "
                                   "(1 = one request at a time)"),
-    batch_wait_ms: float = typer.Option(5.0, "--batch-wait-ms", parser=number(0, 1000), help="milliseconds a "
-                                        "query waits for others to share its batch"),
+    batch_wait_ms: float = typer.Option(0.0, "--batch-wait-ms", parser=number(0, 1000), help="milliseconds a "
+                                        "query waits for others to share its batch (0: a query goes at once when "
+                                        "the encoder is idle; those that arrive while it is busy form the next batch)"),
     hubness: bool = typer.Option(False, "--hubness", help="re-score text/image/audio queries by the index's "
                                  "hubness statistics (CSLS or inverted softmax, from `modalign index --hubness`)"),
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="server processes sharing the port, each "
@@ -77,8 +84,10 @@ def serve_command(
                               max_k=max_k, cors_origins=tuple(cors_origin), body_timeout_s=timeout,
                               search_timeout_s=timeout, max_batch=max_batch, batch_wait_ms=batch_wait_ms,
                               workers=workers)
+    choice = runtime if runtime in (AUTO, AS_INDEXED) else parse_mapping(runtime, "--runtime")
     plan = ServePlan(index_dir=str(index_dir), data_root=None if data_root is None else str(data_root),
-                     settings=settings, hubness=hubness, torch_threads=torch_threads, trust_code=trust_code)
+                     settings=settings, hubness=hubness, torch_threads=torch_threads, runtime=choice,
+                     trust_code=trust_code)
     if not _is_loopback(host):
         err_console.print(f"[yellow]warning:[/] listening on {host}: the API has no authentication; anyone who "
                           "can reach this address can search the index and fetch its items")
@@ -125,6 +134,7 @@ def serve_command(
             index.close()  # the workers map the shared copy or open the store themselves; this process supervises
             del index
             gc.collect()
+            os.environ.update(worker_environment(plan))  # the spawned workers start with it
             if not supervise(dataclasses.replace(plan, shared=shared), host, port, {**options, "port": port},
                              workers):
                 raise fail(failed_reason(shared) or "a worker could not start")

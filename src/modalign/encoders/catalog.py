@@ -51,6 +51,12 @@ _RUNTIMES: dict[str, tuple[str, ...]] = {
     "dinov2-s": ("onnx", "onnx-int8"),
 }
 
+
+def runtimes_of(name: str) -> tuple[str, ...]:
+    """The ``runtime`` choices of built-in encoder ``name``, default first (empty: it has no such option)."""
+    return _RUNTIMES.get(name, ())
+
+
 #: the spec forms, listed so users see them next to the names
 SPEC_FORMS = (
     EncoderInfo("hf:PATH", "text|image", None, (), "transformers", False, "spec"),

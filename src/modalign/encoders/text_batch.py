@@ -3,7 +3,7 @@ in torch, or through the model's exported ONNX graph (``runtime`` onnx / onnx-in
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,13 @@ def hidden_states(tokenizer: Any, model: Any, items: Sequence[Any], max_length: 
 class TextGraph:
     """A text model's hidden states (outputs ``h0`` .. ``hN``) in onnxruntime, exported once per weights."""
 
-    def __init__(self, name: str, weight_files: Sequence[Path], tokenizer: Any, model: Any, runtime: str) -> None:
+    def __init__(self, name: str, weight_files: Sequence[Path], tokenizer: Any, n_layers: int,
+                 load_model: Callable[[], Any], runtime: str) -> None:
+        """``load_model``: the torch model, called only when its graph is not exported yet."""
         self._tokenizer = tokenizer
-        self._n_states = int(model.config.num_hidden_layers) + 1
+        self._n_states = n_layers + 1
         key = GraphKey(name, TEXT_GRAPH_VERSION, tuple(weight_files))
-        path = exported_graph(key, runtime, lambda dst: self._export(model, dst), quantize_text_matmuls)
+        path = exported_graph(key, runtime, lambda dst: self._export(load_model(), dst), quantize_text_matmuls)
         self._session = session(path)
         self._inputs = [i.name for i in self._session.get_inputs()]
 

@@ -52,7 +52,7 @@ class CorpusStats:
         """(q, dim) queries → mean and std of each query's scores against the corpus."""
         q = np.atleast_2d(np.asarray(queries, dtype=np.float64))
         mu = q @ self.mean
-        var = np.einsum("qi,ij,qj->q", q, self.cov, q)
+        var = ((q @ self.cov) * q).sum(1)  # BLAS: an unoptimised einsum over (q, d, d) costs a server ~10 %
         return mu, np.sqrt(np.maximum(var, MIN_STD**2))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,7 +34,8 @@ from modalign.search.routing import ROUTINGS
 from modalign.search.sniff import HEAD_BYTES, MIME_TYPES, sniff
 from modalign.search.sources import SourceRefused
 from modalign.server.docs import add_offline_docs
-from modalign.server.queries import Job, SearchRunner, item_url
+from modalign.server.payloads import item_url
+from modalign.server.queries import Job, SearchRunner
 from modalign.server.schemas import SearchRequest, SearchResponse, ServerSettings, error_responses, multipart_schema
 from modalign.server.thumbs import ThumbnailCache
 from modalign.server.uploads import BodyBudget, declared_length, parse_json, parse_multipart, read_body
@@ -87,9 +88,11 @@ def _chunks(handle: BinaryIO, size: int = 1 << 16) -> Iterator[bytes]:
 
 
 def create_app(index: Index | str | Path, settings: ServerSettings | None = None,
-               data_root: str | Path | None = None, trust_code: bool = False) -> FastAPI:
+               data_root: str | Path | None = None, trust_code: bool = False,
+               runtimes: Mapping[str, Mapping[str, str | None]] | None = None) -> FastAPI:
     """The app over ``index``; ``data_root`` (for an index folder) is where a moved dataset now is;
-    ``trust_code`` lets the index's model load an encoder that runs code (``AlignedModel.load``)."""
+    ``trust_code`` lets the index's model load an encoder that runs code (``AlignedModel.load``);
+    ``runtimes``: what ``/health`` reports of the encoders' runtimes (``server/runtimes.py``)."""
     idx = index if isinstance(index, Index) else Index.open(index, data_root=data_root, trust_code=trust_code)
     cfg = settings or ServerSettings()
     thumbs = ThumbnailCache(cfg.thumbnail_px, cfg.thumbnail_cache)
@@ -143,6 +146,7 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
             "limits": {"max_upload_bytes": cfg.max_upload_bytes, "max_text_chars": cfg.max_text_chars,
                        "max_k": cfg.max_k},
             "batching": {"max_batch": cfg.max_batch, "wait_ms": cfg.batch_wait_ms, "on": runner.batched},
+            "runtimes": dict(runtimes) if runtimes is not None else None,
             "process": {"pid": os.getpid(), "workers": cfg.workers, "shared_vectors": idx.shared_from is not None},
         }
 
@@ -151,14 +155,14 @@ def create_app(index: Index | str | Path, settings: ServerSettings | None = None
               openapi_extra={"requestBody": {"required": True, "content": {
                   "application/json": {"schema": SearchRequest.model_json_schema()},
                   "multipart/form-data": {"schema": multipart_schema()}}}})
-    async def search(request: Request) -> Response | SearchResponse:
+    async def search(request: Request) -> Response:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype not in ("application/json", "multipart/form-data"):
             raise HTTPException(415, "send application/json or multipart/form-data")
         async with budget.hold(declared_length(request, cfg.max_upload_bytes)):
             return await _search(request, ctype)
 
-    async def _search(request: Request, ctype: str) -> Response | SearchResponse:
+    async def _search(request: Request, ctype: str) -> Response:
         try:
             body = await asyncio.wait_for(read_body(request, cfg.max_upload_bytes), cfg.body_timeout_s)
         except TimeoutError:

@@ -37,7 +37,7 @@ class _Lane(Generic[T, R]):
 
 
 class MicroBatcher(Generic[T, R]):
-    def __init__(self, process: Process[T, R], executor: Executor, max_batch: int = 64, wait_s: float = 0.005,
+    def __init__(self, process: Process[T, R], executor: Executor, max_batch: int = 64, wait_s: float = 0.0,
                  on_batch: Callable[[int], None] | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")

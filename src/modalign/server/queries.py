@@ -18,7 +18,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import numpy as np
 from fastapi import HTTPException
@@ -28,26 +27,15 @@ from starlette.concurrency import run_in_threadpool
 from modalign.cancel import Cancelled, Deadline, check_deadline, deadline_scope
 from modalign.search import Index, QueryError
 from modalign.search.confidence import confidence_floors
-from modalign.search.hit import Hit
 from modalign.search.query import branch_of_kind, embed_vector, encode_batch
+from modalign.search.routing import Ranked
 from modalign.search.sniff import HEAD_BYTES, sniff
 from modalign.server.batcher import MicroBatcher
-from modalign.server.schemas import SearchRequest, SearchResponse, SearchResult
+from modalign.server.payloads import ResultPayloads
+from modalign.server.schemas import SearchRequest
 
 #: batcher key of the queries that need no encoder (item ids, feature vectors)
 NO_ENCODER = ""
-
-
-def item_url(item_id: str) -> str:
-    return "/items/" + quote(item_id, safe="")
-
-
-def result_of(hit: Hit, floor: float | None = None) -> SearchResult:
-    url = item_url(hit.id)
-    return SearchResult(id=hit.id, modality=hit.modality, kind=hit.kind, score=hit.score, cosine=hit.cosine,
-                        text=hit.text, url=url, thumbnail=url + "/thumbnail" if hit.kind == "image" else None,
-                        rows=hit.rows[:20], n_rows=len(hit.rows), meta=hit.meta,
-                        confident=None if floor is None else bool(hit.cosine >= floor))
 
 
 @dataclass
@@ -73,24 +61,18 @@ class BatchDeadline(Deadline):
         return all(d.expired for d in self.members)
 
 
-def _response(job: Job, modality: str | None, hits: list[Hit],
-              floors: dict[str, dict[str, float]] | None = None) -> SearchResponse:
-    took = (time.perf_counter() - job.start) * 1000
-    mine = (floors or {}).get(modality or "", {})
-    results = [result_of(h, mine.get(h.modality)) for h in hits]
-    judged = [r.confident for r in results if r.confident is not None]
-    return SearchResponse(results=results,
-                          query={"modality": modality, "routing": job.req.routing, "k": job.req.k, "took_ms": took,
-                                 "confidence_floor": mine or None,
-                                 "confident_match": any(judged) if judged else None})
+def _query_about(job: Job, modality: str | None) -> dict[str, Any]:
+    return {"modality": modality, "routing": job.req.routing, "k": job.req.k,
+            "took_ms": (time.perf_counter() - job.start) * 1000}
 
 
 class SearchRunner:
-    def __init__(self, index: Index, max_batch: int = 64, wait_s: float = 0.005,
+    def __init__(self, index: Index, max_batch: int = 64, wait_s: float = 0.0,
                  on_batch: Callable[[str, int], None] | None = None) -> None:
         self.index = index
         #: per query modality and target modality: the cosine 95 % of the index's own pairs reach (confidence.py)
         self.floors = confidence_floors(index)
+        self.payloads = ResultPayloads(index)
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.on_batch = on_batch
@@ -101,11 +83,12 @@ class SearchRunner:
     def batched(self) -> bool:
         return self.max_batch > 1 and self.index.model is not None
 
-    async def run(self, job: Job) -> Response | SearchResponse:
+    async def run(self, job: Job) -> Response:
         key = self._route(job)
         if key is None:
-            return await run_in_threadpool(self.run_one, job)
-        body = await self._batcher(key).submit(job)
+            body = await run_in_threadpool(self.run_one, job)
+        else:
+            body = await self._batcher(key).submit(job)
         return Response(body, media_type="application/json")
 
     def _route(self, job: Job) -> str | None:
@@ -145,7 +128,11 @@ class SearchRunner:
         return batcher
 
     # ------------------------------------------------------------------ worker thread
-    def run_one(self, job: Job) -> SearchResponse:
+    def body(self, job: Job, modality: str | None, ranked: Ranked) -> bytes:
+        """The response body of ``job``, whose query (of ``modality``) ranked ``ranked``."""
+        return self.payloads.body(ranked, _query_about(job, modality), self.floors.get(modality or ""))
+
+    def run_one(self, job: Job) -> bytes:
         """The per-request path: encode and search this one query under its own deadline."""
         with deadline_scope(job.deadline):
             idx, req = self.index, job.req
@@ -161,8 +148,8 @@ class SearchRunner:
                 modality = branch_of_kind(idx.model, "text", req.query_modality)
                 modality, vec = idx.embed_query(req.text, modality)
             check_deadline()  # the encode step may have used up the request's time
-            hits = idx.search_embeddings(vec[None], req.k, req.modalities, req.routing, req.adaptive, modality)[0]
-            return _response(job, modality, hits, self.floors)
+            ranked = idx.rank(vec[None], req.k, req.modalities, req.routing, req.adaptive, modality)[0]
+            return self.body(job, modality, ranked)
 
     def _item_vector(self, item_id: str) -> tuple[str, np.ndarray]:
         try:
@@ -246,16 +233,16 @@ class SearchRunner:
         for (k, targets, routing, adaptive, modality), members in groups.items():
             queries = np.stack([vec for _, vec in members])
             try:
-                found_hits = self.index.search_embeddings(queries, k, targets, routing, adaptive, modality)
+                rankings: list[Ranked | None] = list(self.index.rank(queries, k, targets, routing, adaptive, modality))
             except Exception:
-                found_hits = []
+                rankings = []
                 for row, (i, _) in enumerate(members):
                     try:
-                        found_hits.append(self.index.search_embeddings(queries[row : row + 1], k, targets, routing,
-                                                                       adaptive, modality)[0])
+                        rankings.append(self.index.rank(queries[row : row + 1], k, targets, routing, adaptive,
+                                                        modality)[0])
                     except Exception as exc:
-                        found_hits.append([])
+                        rankings.append(None)
                         out[i] = exc
-            for (i, _), hits in zip(members, found_hits, strict=True):
-                if out[i] is None:
-                    out[i] = _response(jobs[i], modality, hits, self.floors).model_dump_json().encode()
+            for (i, _), ranked in zip(members, rankings, strict=True):
+                if out[i] is None and ranked is not None:
+                    out[i] = self.body(jobs[i], modality, ranked)

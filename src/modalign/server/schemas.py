@@ -23,8 +23,9 @@ class ServerSettings:
     search_timeout_s: float = 30.0
     #: text/image queries encoded together in one micro-batch at most; 1 = one request at a time
     max_batch: int = 64
-    #: milliseconds a query waits for others to share its batch (less once max_batch are waiting)
-    batch_wait_ms: float = 5.0
+    #: milliseconds a query waits for others to share its batch (less once max_batch are waiting); 0: it goes at
+    #: once when its encoder is idle, and the queries that arrive while a batch runs form the next one
+    batch_wait_ms: float = 0.0
     #: server processes sharing the port (``serve --workers``); each one runs this app
     workers: int = 1
     #: request bodies held at once, in bytes, by all requests of this process (0: 4 × max_upload_bytes, at
