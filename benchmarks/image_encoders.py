@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from alignment import keep_groups  # the same seeded choice of groups as the alignment benchmark
 from PIL import Image
 
 from modalign import evaluate, fit
@@ -32,21 +34,19 @@ from modalign.features import FeatureCache
 
 
 def subset(ds: PairedDataset, spec: str, rows: int) -> PairedDataset:
-    names = list(dict.fromkeys(ds.groups))
-    order = np.random.default_rng(0).permutation(len(names))
+    """``Kg``: the first K groups of the seeded order ``alignment.keep_groups`` uses; else as many of them as
+    fit in ``rows`` rows."""
     if spec.endswith("g"):
-        keep = {names[i] for i in order[: int(spec[:-1])]}
-    else:
-        counts: dict[str, int] = {}
-        for g in ds.groups:
-            counts[g] = counts.get(g, 0) + 1
-        keep, total = set(), 0
-        for i in order:
-            if total + counts[names[i]] > rows:
-                break
-            keep.add(names[i])
-            total += counts[names[i]]
-    return ds.subset([i for i, g in enumerate(ds.groups) if g in keep])
+        return keep_groups(ds, int(spec[:-1]))
+    names = list(dict.fromkeys(ds.groups))
+    counts = Counter(ds.groups)
+    total = taken = 0
+    for i in np.random.default_rng(0).permutation(len(names)):
+        if total + counts[names[i]] > rows:
+            break
+        total += counts[names[i]]
+        taken += 1
+    return keep_groups(ds, taken)
 
 
 def speed(encoders: list[str], images: list[Image.Image]) -> dict[str, dict[str, float]]:

@@ -26,6 +26,8 @@ import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from alignment import keep_groups  # the same seeded choice of groups as the alignment benchmark
+
 from modalign import fit
 from modalign.data.dataset import PairedDataset
 from modalign.evaluation.evaluate import evaluate_detailed
@@ -58,10 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     cache = FeatureCache(args.cache) if args.cache else FeatureCache()
     ds = PairedDataset.from_manifest(args.manifest)
-    if args.groups:  # the first GROUPS of a seeded permutation, as benchmarks/runtimes.py keeps them
-        names = list(dict.fromkeys(ds.groups))
-        keep = {names[i] for i in np.random.default_rng(0).permutation(len(names))[: args.groups]}
-        ds = ds.subset([i for i, g in enumerate(ds.groups) if g in keep])
+    ds = keep_groups(ds, args.groups or None)
     scores: dict[str, dict[str, list[float]]] = {rt: {"served": [], "consistent": []} for rt in RUNTIMES}
     sizes = []
     for seed in range(args.splits):
