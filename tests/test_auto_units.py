@@ -3,10 +3,13 @@ groups, and eval's relevance of two modalities that only share concepts (no row 
 
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from modalign.align.auto import (
     CANDIDATES,
@@ -14,10 +17,16 @@ from modalign.align.auto import (
     _inner_split,
     auto_options,
     best_first,
+    candidate_context,
+    cross_validate,
+    fit_auto,
+    group_folds,
     select_candidates,
 )
 from modalign.align.fit import fit_arrays
+from modalign.align.methods import METHODS, FitContext
 from modalign.align.train_data import TrainData
+from modalign.align.trainer import TrainerSettings, chance_r_at_1
 from modalign.evaluation.evaluate import _group_relevance
 
 
@@ -170,3 +179,146 @@ def test_the_grid_falls_back_to_another_svd_driver(monkeypatch: pytest.MonkeyPat
     monkeypatch.undo()
     ca, cb = cca_pair(a, b, 4, 0.3, 1.0)
     np.testing.assert_allclose(a @ ga @ (b @ gb).T, a @ ca @ (b @ cb).T, atol=1e-8)
+
+
+def _ctx(feats: dict, present: dict, groups: list[str], val_groups: int = 0, **settings: Any) -> FitContext:
+    """A FitContext over planted rows; the last ``val_groups`` groups are its validation rows."""
+    ids = np.array([int(g[1:]) for g in groups])
+    cut = ids.max() + 1 - val_groups
+    def part(mask: np.ndarray) -> TrainData:
+        return TrainData(features={m: feats[m]["x"][mask] for m in feats}, present={m: present[m][mask] for m in feats},
+                         groups=ids[mask])
+    return FitContext(modalities=["a", "b"], train=part(ids < cut), val=part(ids >= cut) if val_groups else None,
+                      dim=8, settings=TrainerSettings(**settings))
+
+
+def test_fit_auto_refits_a_closed_form_on_train_and_validation_rows_and_records_it_all(
+        caplog: pytest.LogCaptureFixture) -> None:
+    feats, present, groups = _planted_features(n_groups=40, seed=3)
+    ctx = replace(_ctx(feats, present, groups, val_groups=8), options={"candidates": "cca(reg=0.1,power=1.0),"
+                                                                       "procrustes(whiten=True)", "cv_folds": 3})
+    with caplog.at_level(logging.INFO, logger="modalign.align.auto"):
+        heads, info = fit_auto(ctx)
+    summary = info["auto"]
+    ranked = best_first([r for r in summary["table"] if "mean" in r])
+    best, second = ranked
+    assert summary["picked"] == best["candidate"] and summary["cv_R@1"] == best["mean"]
+    assert summary["cv_std"] == best["std"] and summary["cv_directions"] == best["directions"]
+    assert summary["chance_R@1"] == best["chance"]
+    assert summary["runner_up"] == {"candidate": second["candidate"], "cv_R@1": second["mean"], "cv_std": second["std"]}
+    assert summary["cv_rows"] == 80 and summary["folds"] == 3 and summary["time_dependent"] is False
+    assert 0 < summary["cv_seconds"] < 60
+    assert info["val_R@1"] == best["mean"]
+    assert any(f"auto: picked {best['candidate']}, CV R@1 {best['mean']:.3f}" in r.getMessage() for r in caplog.records)
+    # the refit saw the validation rows too: the same heads as the winner fitted on all 80 rows at once
+    cand = CANDIDATES[best["candidate"]]
+    everything = TrainData(features={m: np.concatenate([ctx.train.features[m], ctx.val.features[m]]) for m in "ab"},
+                           present={m: np.ones(80, bool) for m in "ab"},
+                           groups=np.concatenate([ctx.train.groups, ctx.val.groups]))
+    direct, _ = METHODS.get(cand.method)(candidate_context(ctx, cand, everything, None))
+    x = torch.as_tensor(feats["a"]["x"])
+    torch.testing.assert_close(heads["a"](x), direct["a"](x))
+    # one candidate: no runner-up
+    _, alone = fit_auto(replace(ctx, options={"candidates": "cca(reg=0.1,power=1.0)", "cv_folds": 2}))
+    assert alone["auto"]["runner_up"] is None and alone["auto"]["cv_rows"] == 80
+
+
+def test_cross_validation_subsamples_at_most_max_cv_rows_seeded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modalign.align.auto as auto
+
+    feats, present, groups = _planted_features(n_groups=50, seed=4)
+    ctx = _ctx(feats, present, groups, val_groups=10)
+    cands = [CANDIDATES["cca(reg=0.1,power=1.0)"]]
+    seen: list[np.ndarray] = []
+    real = auto.group_folds
+
+    def recording(groups_: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+        seen.append(np.array(groups_))
+        return real(groups_, k, seed)
+
+    monkeypatch.setattr(auto, "group_folds", recording)
+    monkeypatch.setattr(auto, "MAX_CV_ROWS", 60)
+    first = cross_validate(ctx, cands, folds=2)
+    again = cross_validate(ctx, cands, folds=2)
+    assert len(seen[0]) == 60
+    np.testing.assert_array_equal(seen[0], seen[1])  # seeded: the same rows every time
+    assert first[0]["folds"] == again[0]["folds"]
+    expected = np.random.default_rng(0).choice(100, 60, replace=False)
+    pool_groups = np.concatenate([ctx.train.groups, ctx.val.groups])
+    np.testing.assert_array_equal(seen[0], pool_groups[np.sort(expected)])  # train then val rows, no repeats
+    monkeypatch.setattr(auto, "MAX_CV_ROWS", 100)
+    cross_validate(ctx, cands, folds=2)
+    np.testing.assert_array_equal(seen[-1], pool_groups)  # not above the cap: every row, train then val
+
+
+def test_a_trained_candidate_gets_the_step_schedule_and_its_own_early_stopping_rows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import modalign.align.auto as auto
+
+    feats, present, groups = _planted_features(n_groups=40, seed=5)
+    ctx = replace(_ctx(feats, present, groups), options={"anchor": "b", "ignored": 1})
+    infonce, cca = CANDIDATES["infonce+l2"], CANDIDATES["cca(reg=0.3,power=2.0)"]
+    narrowed = candidate_context(ctx, infonce, ctx.train, None)
+    assert narrowed.settings.steps == "auto" and narrowed.input_norm == "l2" and narrowed.progress is None
+    assert narrowed.options == {**infonce.options, "anchor": "b"}
+    given = candidate_context(replace(ctx, settings=TrainerSettings(steps=7, lr=0.5)), infonce, ctx.train, None)
+    assert given.settings.steps == 7 and given.settings.lr == 0.5
+    closed = candidate_context(replace(ctx, settings=TrainerSettings(lr=0.5)), cca, ctx.train, ctx.train)
+    assert closed.settings.steps is None and closed.settings.lr == 0.5 and closed.val is ctx.train
+    assert closed.options == {"reg": 0.3, "power": 2.0, "anchor": "b"}
+
+    calls: list[FitContext] = []
+    monkeypatch.setattr(METHODS, "get", lambda name: lambda c: calls.append(c) or ({}, {}))
+    auto._fit_candidate(ctx, infonce, ctx.train, seed=3)  # no early stopping asked: every row trains
+    assert calls[-1].val is None and len(calls[-1].train) == len(ctx.train)
+    stopping = replace(ctx, settings=TrainerSettings(restore_best=True))
+    auto._fit_candidate(stopping, infonce, ctx.train, seed=3)
+    inner_train, inner_val = _inner_split(ctx.train, 3)
+    assert inner_val is not None and len(calls[-1].val) == len(inner_val) == 8
+    np.testing.assert_array_equal(calls[-1].train.groups, inner_train.groups)
+    auto._fit_candidate(stopping, cca, ctx.train, seed=3)  # a closed form never holds rows back
+    assert calls[-1].val is None and len(calls[-1].train) == len(ctx.train)
+
+
+def test_no_candidate_cross_validated_names_the_first_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
+    import modalign.align.auto as auto
+
+    feats, present, groups = _planted_features(n_groups=20, seed=6)
+    table = [{"candidate": f"c{i}", "skipped": f"reason {i}"} for i in range(5)]
+    monkeypatch.setattr(auto, "cross_validate", lambda *a, **k: table)
+    with pytest.raises(ValueError, match=r"^auto: no candidate could be cross-validated \(c0: reason 0; c1: reason 1; "
+                                         r"c2: reason 2\)$"):
+        fit_auto(_ctx(feats, present, groups))
+
+
+def test_concat_keeps_both_parts_in_order() -> None:
+    from modalign.align.auto import _concat
+
+    a, b = _data(np.array([0, 0, 1])), _data(np.array([2, 3]))
+    both = _concat(a, b)
+    assert both.groups.tolist() == [0, 0, 1, 2, 3] and both.features["a"][:, 0].tolist() == [0, 1, 2, 0, 1]
+    assert _concat(a, None) is a and _concat(a, _data(np.array([], dtype=np.int64))) is a
+
+
+def test_cross_validation_reports_progress_logs_and_clock_by_value(caplog: pytest.LogCaptureFixture) -> None:
+    feats, present, groups = _planted_features(n_groups=30, seed=7)
+    present = {"a": present["a"], "b": present["b"].copy()}
+    present["b"][::5] = False  # rows without b: chance counts only the rows that hold both
+    ctx = _ctx(feats, present, groups)
+    cands = [CANDIDATES["cca(reg=0.1,power=1.0)"], CANDIDATES["cca(reg=0.3,power=1.0)"]]
+    calls: list[tuple[str, int, int]] = []
+    with caplog.at_level(logging.INFO, logger="modalign.align.auto"):
+        table = cross_validate(ctx, cands, folds=2, clock=lambda: 0.0,
+                               progress=lambda stage, done, total: calls.append((stage, done, total)))
+    assert calls == [("cross-validate", 2, 4), ("cross-validate", 4, 4)]
+    logged = [r.getMessage() for r in caplog.records if "cross-validation" in r.getMessage()]
+    assert logged == ["auto: cross-validation 50% (2 candidates × 2 folds)",
+                      "auto: cross-validation 100% (2 candidates × 2 folds)"]
+    assert [r["seconds"] for r in table] == [0.0, 0.0]  # a frozen clock: nothing is timed
+    pool = ctx.train
+    both = pool.present["a"] & pool.present["b"]
+    expected = [chance_r_at_1(pool.groups[rows][both[rows]]) for rows in group_folds(pool.groups, 2, 0)]
+    assert table[0]["chance"] == pytest.approx(float(np.mean(expected)))
+    with pytest.raises(ValueError, match=r"^auto: cross-validation needs at least 2 training groups, got 1$"):
+        one = TrainData(features=pool.features, present=pool.present, groups=np.zeros(len(pool), np.int64))
+        cross_validate(replace(ctx, train=one), cands, folds=2)

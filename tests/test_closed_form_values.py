@@ -16,6 +16,8 @@ from modalign.align.closed_form import (
     cca_directions,
     cca_pair,
     cca_to,
+    common_dim,
+    conditioned,
     fit_closed_form,
     fit_procrustes,
     pca_basis,
@@ -342,3 +344,61 @@ def test_closed_form_refusals_name_the_problem() -> None:
     # the anchor defaults to the locked modality, else the first
     heads = fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("cca", dim=3), locked=("b",))
     assert heads["b"].name == "identity" and heads["a"].out_dim == 8
+
+
+def test_common_dim_is_bounded_by_the_request_both_widths_and_the_rows() -> None:
+    wide, narrow = np.zeros((100, 10)), np.zeros((100, 8))
+    assert common_dim(5, wide, narrow) == 5
+    assert common_dim(50, wide, narrow) == 8
+    assert common_dim(50, np.zeros((100, 7)), narrow) == 7
+    assert common_dim(50, np.zeros((6, 10)), np.zeros((6, 9))) == 5  # n rows span n − 1 centred directions
+    assert isinstance(common_dim(50, wide, narrow), int)
+
+
+def test_conditioned_gives_each_modality_its_head_and_zeros_where_absent() -> None:
+    x = _three_views(n=12)
+    present = {"a": np.ones(12, bool), "b": np.arange(12) < 3}  # exactly 3 rows of b: enough
+    std, heads = conditioned({m: x[m] for m in ("a", "b")}, present, ["a", "b"],
+                             ClosedFormSettings("cca", input_norm="l2"), locked=("a",))
+    assert heads["a"].name == "identity" and heads["b"].name == "linear" and heads["b"].out_dim == 1
+    assert heads["a"].input_norm == heads["b"].input_norm == "l2"
+    assert std["b"].dtype == np.float64 and not std["b"][3:].any()
+    with torch.no_grad():
+        want = heads["b"].standardize(torch.as_tensor(x["b"][:3])).numpy()
+    np.testing.assert_allclose(std["b"][:3], want, atol=1e-6)
+    with torch.no_grad():
+        np.testing.assert_allclose(std["a"], heads["a"].standardize(torch.as_tensor(x["a"])).numpy(), atol=1e-6)
+
+
+def test_cca_takes_its_canonical_space_from_the_best_paired_modality() -> None:
+    x = _three_views(n=600, seed=21)
+    present = {"a": np.ones(600, bool), "b": np.arange(600) < 200, "c": np.ones(600, bool)}
+    feats = {m: np.where(present[m][:, None], v, 0).astype(np.float32) for m, v in x.items()}
+    settings = ClosedFormSettings("cca", dim=4)
+    heads = fit_closed_form(feats, present, ["a", "b", "c"], settings)
+    std, _ = conditioned(feats, present, ["a", "b", "c"], settings, ())
+    ma, mc = cca_pair(std["a"], std["c"], common_dim(4, std["a"], std["c"]), settings.reg, settings.power)
+    with torch.no_grad():
+        za, zc = heads["a"](torch.as_tensor(x["a"])).numpy(), heads["c"](torch.as_tensor(x["c"])).numpy()
+    np.testing.assert_allclose(za, std["a"] @ ma, atol=1e-4)  # c (600 shared rows) made the space, not b (200)
+    np.testing.assert_allclose(zc, std["c"] @ mc, atol=1e-4)
+    assert heads["b"].out_dim == 4
+
+
+@pytest.mark.parametrize("kind", ["procrustes", "ridge"])
+def test_the_anchor_pca_keeps_at_most_its_width_and_its_rows_minus_one(kind: str) -> None:
+    x = _three_views(n=300, seed=22)
+    ones = np.ones(300, bool)
+    wide = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50))
+    assert {h.out_dim for h in wide.values()} == {9}  # the anchor a is 9-d
+    few = {m: v[:6] for m, v in x.items()}
+    small = fit_closed_form(few, {m: ones[:6] for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50))
+    assert small["a"].out_dim == 5
+    narrow = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=3))
+    assert {h.out_dim for h in narrow.values()} == {3}
+    # a locked modality is the default anchor, and the anchor argument picks another
+    locked = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50),
+                             locked=("b",))
+    assert locked["b"].name == "identity" and locked["a"].out_dim == 8
+    other = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50), anchor="c")
+    assert {h.out_dim for h in other.values()} == {7}

@@ -12,30 +12,27 @@ or ridge regression.
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from modalign.align.array_memo import ArrayMemo, array_key
 from modalign.align.heads.base import Head
 from modalign.align.heads.identity import IdentityHead
 from modalign.align.heads.linear import LinearHead
 
-# hand-kept LRU like _MEMO: auto's grid conditions the same fold rows once per input_norm, not per candidate
-# (a whitening costs a D × D eigendecomposition and an n × D × D product)
-_STD: OrderedDict[bytes, tuple[np.ndarray, Head]] = OrderedDict()
+# auto's grid conditions the same fold rows once per input_norm, not per candidate (a whitening costs a
+# D × D eigendecomposition and an n × D × D product); at most a few 256 MB matrices are kept
+_STANDARDIZED: ArrayMemo[tuple[np.ndarray, Head]] = ArrayMemo(capacity=4, max_bytes=1 << 28)
 
 
 def _standardized(head: Head, x: np.ndarray) -> np.ndarray:
     """``head``'s conditioning fitted on ``x`` and ``x`` conditioned (float64). Do not modify the result."""
-    h = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16)
-    key = h.digest() + repr((x.shape, str(x.dtype), head.input_norm)).encode()
-    hit = _STD.get(key)
+    key = array_key("standardized", x, extra=head.input_norm)
+    hit = _STANDARDIZED.get(key)
     if hit is not None:
         head.copy_input_stats(hit[1])
-        _STD.move_to_end(key)
         return hit[0]
     head.fit_input_stats(x)
     with torch.no_grad():
@@ -43,10 +40,7 @@ def _standardized(head: Head, x: np.ndarray) -> np.ndarray:
     reference = type(head)(head.in_dim, **({} if head.name == "identity" else {"out_dim": head.out_dim}),
                            input_norm=head.input_norm)
     reference.copy_input_stats(head)
-    if std.nbytes <= 1 << 28:  # keep at most a few 256 MB matrices
-        _STD[key] = (std, reference)
-    while len(_STD) > 4:
-        _STD.popitem(last=False)
+    _STANDARDIZED.put(key, (std, reference), nbytes=std.nbytes)
     return std
 
 
@@ -85,34 +79,28 @@ def _shrunk(c: np.ndarray, reg: float) -> np.ndarray:
     return (1 - reg) * c + reg * (np.trace(c) / d) * np.eye(d)
 
 
-# hand-kept LRU: keyed by a digest of the matrix contents (arrays are not hashable, so lru_cache cannot key them)
-_MEMO: OrderedDict[bytes, tuple[np.ndarray, ...]] = OrderedDict()
+# the validation grid refits on the same rows: each decomposition costs once per fit, not once per grid point
+_DECOMPOSITIONS: ArrayMemo[tuple[np.ndarray, ...]] = ArrayMemo(capacity=16)
 
 
 def _memo(op: str, m: np.ndarray, other: np.ndarray | None = None, reg: float = 0.0) -> tuple[np.ndarray, ...]:
     """eigh, thin SVD ("svd"), scaled cross-product mᵀ·other/n ("gram") or shrunk inverse
-    square root ("isqrt") of a matrix, remembered for the last few: the validation grid refits on the same
-    rows, so each costs once per fit, not once per grid point. Do not modify the results."""
-    h = hashlib.blake2b(np.ascontiguousarray(m).tobytes(), digest_size=16)
-    if other is not None:
-        h.update(np.ascontiguousarray(other).tobytes())
-    key = op.encode() + h.digest() + repr((m.shape, None if other is None else other.shape, reg)).encode()
-    hit = _MEMO.get(key)
-    if hit is None:
-        if op == "eigh":
-            hit = tuple(np.linalg.eigh(m))
-        elif op == "svd":
-            hit = tuple(np.linalg.svd(m, full_matrices=False))
-        elif op == "gram":
-            hit = (m.T @ (m if other is None else other) / len(m),)
-        elif op == "isqrt":
-            hit = (shrunk_inv_sqrt_from_eigh(*_memo("eigh", m), reg),)
-        else:
-            raise ValueError(f"unknown operation {op!r}")
-        _MEMO[key] = hit
-        while len(_MEMO) > 16:
-            _MEMO.popitem(last=False)
-    return hit
+    square root ("isqrt") of a matrix, remembered for the last few. Do not modify the results."""
+    key = array_key(op, m, other, extra=reg)
+    hit = _DECOMPOSITIONS.get(key)
+    if hit is not None:
+        return hit
+    if op == "eigh":
+        hit = tuple(np.linalg.eigh(m))
+    elif op == "svd":
+        hit = tuple(np.linalg.svd(m, full_matrices=False))
+    elif op == "gram":
+        hit = (m.T @ (m if other is None else other) / len(m),)
+    elif op == "isqrt":
+        hit = (shrunk_inv_sqrt_from_eigh(*_memo("eigh", m), reg),)
+    else:
+        raise ValueError(f"unknown operation {op!r}")
+    return _DECOMPOSITIONS.put(key, hit)
 
 
 def shrunk_inv_sqrt_from_eigh(w: np.ndarray, v: np.ndarray, reg: float) -> np.ndarray:

@@ -12,6 +12,7 @@ import numpy as np
 
 from modalign.align import auto as _auto  # noqa: F401  (registers the "auto" method)
 from modalign.align import trained_groups
+from modalign.align.encoder_choice import auto_modalities, choose_encoders
 from modalign.align.heads.base import Head, check_trainable_head
 from modalign.align.method_choice import resolve_method, settings_arguments, training_arguments
 from modalign.align.methods import METHODS, FitContext
@@ -238,10 +239,25 @@ def fit(
     settings = settings or TrainerSettings()
     encoders = dict(encoders or {})
     cache = cache if cache is not None else FeatureCache()
+    asked_layers = layers
+    clash = sorted(set(layers) & set(auto_modalities(encoders))) if isinstance(layers, Mapping) else []
+    if clash:
+        raise ValueError(f"a layer name belongs to one encoder: with the encoder auto for {clash}, give layers "
+                         "'last' or 'auto'")
+    auto_options = {k: v for k, v in (options or {}).items() if method == "auto" and k in ("candidates", "cv_folds")}
+
+    def fit_sample(feats: dict[str, dict[str, Any]], present: dict[str, np.ndarray], groups: list[str],
+                   default_layers: dict[str, str]) -> dict[str, Any]:
+        # the same CV as the default fit's (its candidates when auto was asked for, else auto's own), on the
+        # sample's rows; no time budget, so the choice does not depend on the machine
+        return fit_arrays(feats, present, groups, modalities, default_layers=default_layers, method="auto",
+                          dim=dim, val_fraction=0.0, settings=settings, options=auto_options, locked=locked).info
+
+    encoders, selection = choose_encoders(dataset, modalities, encoders, cache, fit_sample, seed=settings.seed,
+                                          progress=progress)
 
     specs = {m: resolve_encoder(dataset, m, encoders.get(m)) for m in modalities}
     given = {m: e for m, e in encoders.items() if isinstance(e, Encoder)}  # objects are used as they are
-    asked_layers = layers
     if isinstance(layers, Mapping):  # "head+final": one layer per part (or several of one encoder), concatenated
         layers = dict(layers)
         for m, layer in list(layers.items()):
@@ -290,6 +306,8 @@ def fit(
     metrics: dict[str, Any] = {"fit": info, "layers": {"chosen": result.chosen, **result.layer_report}}
     if history is not None:
         metrics["history"] = history
+    if selection is not None:
+        metrics["encoders"] = selection.to_json()
     return AlignedModel(branches=branches, dim=out_dim, method=method, training=training, metrics=metrics,
                         fit_errors=errors)
 

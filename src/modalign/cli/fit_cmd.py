@@ -384,6 +384,8 @@ def _summary(model: Any, out: Path, method: str, added: str) -> None:
                       + (f"; val R@1 vs the space={val:.3f}" if isinstance(val, float) else ""))
         return
     fit_info = model.metrics.get("fit", {})
+    if isinstance(model.metrics.get("encoders"), dict):
+        _encoder_choice(model.metrics["encoders"])
     auto = fit_info.get("auto") if isinstance(fit_info.get("auto"), dict) else None
     if auto is not None:
         _auto_table(auto)
@@ -399,6 +401,18 @@ def _summary(model: Any, out: Path, method: str, added: str) -> None:
                   + (f" val R@1={val:.3f}" if isinstance(val, float) and auto is None else ""))
     if auto is not None:
         _auto_headline(auto)
+
+
+def _encoder_choice(choice: dict[str, Any]) -> None:
+    """``--encoders M=auto``: each candidate's CV R@1 on the sample, the winner, and what choosing cost."""
+    for m, picked in choice["chosen"].items():
+        tried = ", ".join(f"{t['encoder']} {t['cv_r1']:.3f}" if t["cv_r1"] is not None else f"{t['encoder']} failed"
+                          for t in choice["trials"] if t["modality"] == m)
+        cost = sum(t["encode_seconds"] for t in choice["trials"] if t["modality"] == m)
+        full = choice["estimated_encode_seconds"].get(m)
+        console.print(f"[bold]{m} encoder[/]: auto picked [green]{picked}[/] (CV R@1 on {choice['sample_rows']} rows "
+                      f"of {choice['sample_groups']} groups: {tried}); encoding the sample took {cost:.0f} s"
+                      + (f", every row about {full:.0f} s more" if full is not None else ""))
 
 
 def _auto_headline(auto: dict[str, Any]) -> None:
