@@ -258,7 +258,7 @@ def test_a_trained_candidate_gets_the_step_schedule_and_its_own_early_stopping_r
     feats, present, groups = _planted_features(n_groups=40, seed=5)
     ctx = replace(_ctx(feats, present, groups), options={"anchor": "b", "ignored": 1})
     infonce, cca = CANDIDATES["infonce+l2"], CANDIDATES["cca(reg=0.3,power=2.0)"]
-    narrowed = candidate_context(ctx, infonce, ctx.train, None)
+    narrowed = candidate_context(replace(ctx, progress=lambda *_: None), infonce, ctx.train, None)
     assert narrowed.settings.steps == "auto" and narrowed.input_norm == "l2" and narrowed.progress is None
     assert narrowed.options == {**infonce.options, "anchor": "b"}
     given = candidate_context(replace(ctx, settings=TrainerSettings(steps=7, lr=0.5)), infonce, ctx.train, None)
@@ -322,3 +322,62 @@ def test_cross_validation_reports_progress_logs_and_clock_by_value(caplog: pytes
     with pytest.raises(ValueError, match=r"^auto: cross-validation needs at least 2 training groups, got 1$"):
         one = TrainData(features=pool.features, present=pool.present, groups=np.zeros(len(pool), np.int64))
         cross_validate(replace(ctx, train=one), cands, folds=2)
+
+
+def test_select_candidates_all_names_and_refusal() -> None:
+    assert [c.name for c in select_candidates("all")] == [c.name for c in select_candidates(None)]
+    methods = ", ".join(sorted({c.method for c in CANDIDATES.values()}))
+    first = next(iter(CANDIDATES))
+    with pytest.raises(ValueError) as err:
+        select_candidates("cca,nope")
+    assert str(err.value) == (f"auto: unknown candidate 'nope'; give a method ({methods}) or a candidate name such "
+                              f"as {first!r}")
+
+
+def test_a_deprecated_option_warns_at_the_callers_line() -> None:
+    feats, present, groups = _planted_features(n_groups=20, seed=8)
+    with pytest.warns(DeprecationWarning, match="'folds' is now 'cv_folds'") as caught:
+        fit_arrays(feats, present, groups, ["a", "b"], default_layers={"a": "x", "b": "x"}, method="auto", dim=4,
+                   val_fraction=0.0, options={"folds": 2, "candidates": "cca(reg=0.1,power=1.0)"})
+    assert caught[0].filename == __file__
+
+
+def test_a_non_linear_head_keeps_the_trained_candidates_only() -> None:
+    feats, present, groups = _planted_features(n_groups=20, seed=9)
+    fitted = fit_arrays(feats, present, groups, ["a", "b"], default_layers={"a": "x", "b": "x"}, method="auto",
+                        head="mlp", dim=4, val_fraction=0.0, settings=TrainerSettings(steps=3, batch_size=16),
+                        options={"candidates": "infonce+l2,cca(reg=0.1,power=1.0)", "cv_folds": 2})
+    assert [r["candidate"] for r in fitted.info["auto"]["table"]] == ["infonce+l2"]
+    with pytest.raises(ValueError, match=r"^auto: no candidate left to try$"):
+        fit_arrays(feats, present, groups, ["a", "b"], default_layers={"a": "x", "b": "x"}, method="auto",
+                   head="mlp", options={"candidates": "cca"})
+
+
+def test_a_trained_winner_is_refitted_on_the_training_rows_and_stops_on_the_validation_rows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import modalign.align.auto as auto
+
+    feats, present, groups = _planted_features(n_groups=30, seed=10)
+    progress = lambda *_: None  # noqa: E731
+    ctx = replace(_ctx(feats, present, groups, val_groups=6), options={"candidates": "infonce+l2,procrustes"},
+                  progress=progress)
+    real_heads, _ = METHODS.get("cca")(replace(ctx, options={}))
+    row = {"folds": [0.5, 0.5], "mean": 0.5, "std": 0.0, "directions": {}, "chance": 0.1}
+    table = [{"candidate": "infonce+l2", **row}, {"candidate": "procrustes(whiten=True)", **row, "mean": 0.4}]
+    monkeypatch.setattr(auto, "cross_validate", lambda *a, **k: table)
+    refits: list[FitContext] = []
+    real_get = METHODS.get
+    monkeypatch.setattr(METHODS, "get", lambda name: (lambda c: refits.append(c) or (real_heads, {}))
+                        if name in ("infonce", "procrustes") else real_get(name))
+    _, info = fit_auto(ctx)
+    refit = refits[-1]
+    assert refit.train is ctx.train and refit.val is ctx.val and refit.progress is progress
+    assert info["val_R@1"] == ctx.val_score(real_heads) != 0.5  # a trained winner is scored on the val rows
+    assert info["auto"]["cv_rows"] == 60
+    table[0]["mean"] = 0.3  # now Procrustes wins: a closed form refits on train + val, without early stopping
+    _, info = fit_auto(ctx)
+    refit = refits[-1]
+    assert len(refit.train) == 60 and refit.val is None and refit.progress is progress
+    assert info["val_R@1"] == 0.4
+    _, info = fit_auto(replace(ctx, val=None))
+    assert info["auto"]["cv_rows"] == 48  # no validation rows: the training rows alone

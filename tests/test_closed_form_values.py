@@ -402,3 +402,55 @@ def test_the_anchor_pca_keeps_at_most_its_width_and_its_rows_minus_one(kind: str
     assert locked["b"].name == "identity" and locked["a"].out_dim == 8
     other = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50), anchor="c")
     assert {h.out_dim for h in other.values()} == {7}
+
+
+def test_the_helpers_defaults_are_the_settings_defaults() -> None:
+    x = _three_views(n=80, seed=23)
+    a, b = x["a"].astype(np.float64), x["c"].astype(np.float64)
+    a, b = a - a.mean(0), b - b.mean(0)
+    s = ClosedFormSettings("cca")
+    for got, want in ((procrustes_pair(a, b, 4), procrustes_pair(a, b, 4, s.whiten)),
+                      ((procrustes_to(a, b),), (procrustes_to(a, b, s.whiten),)),
+                      ((cca_to(a, b),), (cca_to(a, b, s.reg, s.power),)),
+                      ((ridge_to(a, b),), (ridge_to(a, b, s.alpha),))):
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, w)
+    assert not np.allclose(procrustes_to(a, b), procrustes_to(a, b, False))
+    assert not np.allclose(cca_to(a, b), cca_to(a, b, 0.5, 1.0))
+    assert not np.allclose(cca_to(a, b), cca_to(a, b, 0.1, 2.0))
+    assert not np.allclose(ridge_to(a, b), ridge_to(a, b, 1.1))
+    assert not np.allclose(procrustes_pair(a, b, 4)[1], procrustes_pair(a, b, 4, False)[1])
+
+
+def test_inverse_square_roots_are_exact_at_any_scale() -> None:
+    """The eigenvalue floor is relative to the largest eigenvalue: a matrix of tiny entries is not floored."""
+    rng = np.random.default_rng(24)
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    for scale in (1e-12, 1.0, 1e6):
+        c = scale * (q * np.array([1.0, 0.5, 0.1, 0.01])) @ q.T
+        want = np.linalg.inv(sqrtm(c).real)
+        np.testing.assert_allclose(_inv_sqrt(c), want, rtol=1e-6)
+        w, v = np.linalg.eigh(c)
+        np.testing.assert_allclose(shrunk_inv_sqrt_from_eigh(w, v, 0.0), want, rtol=1e-6)
+
+
+def test_procrustes_to_a_wider_anchor_uses_the_thin_svd() -> None:
+    x = _three_views(n=200, seed=25)
+    target, b = x["a"][:, :9].astype(np.float64), x["c"][:, :5].astype(np.float64)
+    target, b = target - target.mean(0), b - b.mean(0)
+    m = procrustes_to(target, b)
+    assert m.shape == (5, 9)  # k = b's 5 dims onto the 9-d anchor
+
+
+def test_fit_procrustes_passes_its_dim_and_whitening_on() -> None:
+    rng = np.random.default_rng(26)
+    z = rng.normal(size=(300, 270))
+    xa, xb = z.astype(np.float32), (z @ rng.normal(size=(270, 270))).astype(np.float32)
+    ha, hb = fit_procrustes(xa, xb)
+    assert ha.out_dim == hb.out_dim == 256  # the default dim
+    plain_a, _ = fit_procrustes(xa[:, :20], xb[:, :20], dim=8, whiten=False)
+    white_a, _ = fit_procrustes(xa[:, :20], xb[:, :20], dim=8, whiten=True)
+    direct = fit_closed_form({"a": xa[:, :20], "b": xb[:, :20]}, {"a": np.ones(300, bool), "b": np.ones(300, bool)},
+                             ["a", "b"], ClosedFormSettings("procrustes", dim=8, whiten=False))
+    torch.testing.assert_close(plain_a.linear.weight, direct["a"].linear.weight)
+    assert not torch.allclose(plain_a.linear.weight, white_a.linear.weight)
