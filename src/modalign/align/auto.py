@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from modalign._deprecation import warn_deprecated
 from modalign.align.closed_form import ClosedFormSettings, conditioned
 from modalign.align.closed_form_grid import PairGrid
 from modalign.align.methods import METHODS, FitContext, MethodResult
@@ -345,7 +345,7 @@ def auto_options(options: dict[str, Any]) -> dict[str, Any]:
     opts = dict(options)
     for old, new in RENAMED_OPTIONS.items():  # the names before they matched the CLI's
         if old in opts:
-            warnings.warn(f"auto option {old!r} is now {new!r}", DeprecationWarning, stacklevel=4)
+            warn_deprecated(f"auto option {old!r} is now {new!r}")
             opts.setdefault(new, opts.pop(old))
     unknown = set(opts) - {"candidates", "cv_folds", "time_budget", "anchor"}
     if unknown:
