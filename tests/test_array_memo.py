@@ -30,6 +30,7 @@ def test_keys_differ_by_tag_contents_shape_dtype_partner_and_extra() -> None:
     # a transposed view has other bytes in C order: the key follows the contents, not the buffer
     assert array_key("eigh", a.T) == array_key("eigh", np.ascontiguousarray(a.T))
     assert array_key("eigh", a, None) != array_key("eigh", a, np.zeros((0,)))
+    assert array_key("eigh", None, a) != array_key("eigh", None, a + 1)  # arrays after a missing one still count
 
 
 def test_memo_keeps_the_most_recently_used_and_skips_values_that_are_too_large() -> None:
