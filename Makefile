@@ -65,6 +65,9 @@ bench: install system-deps
 # to the user feature cache, so a rerun encodes nothing
 bench-align: install system-deps
 	$(PY) benchmarks/alignment.py --sizes 250,500,1000,all --seeds 3 --methods procrustes,cca,auto --json benchmarks/alignment-auto-results.json --markdown benchmarks/alignment-auto-results.md --plot docs/img/alignment-curves.png
+	# the default fit given the rest of each training pool as unpaired items (fit --unpaired) against the default fit
+	# on the pairs alone: 250/500/1k pairs, 3 seeds (docs/alignment.md, "Unpaired items")
+	$(PY) benchmarks/alignment.py --datasets emoji-multilingual,bible-en-es,instruments,speech,kanji --sizes 250,500,1000 --seeds 3 --methods auto,auto+unpaired --json benchmarks/unpaired-results.json --markdown benchmarks/unpaired-results.md
 	# the default fit's time ÷ one --method cca fit at 300 / 3.7k / 12.5k rows (docs/alignment.md, Cost)
 	$(PY) benchmarks/fit_time.py --json benchmarks/fit-time-results.json --markdown benchmarks/fit-time-results.md
 

@@ -102,6 +102,9 @@ METHODS: dict[str, dict[str, Any]] = {
     "cwcl": {"method": "cwcl"},
     "siglip": {"method": "siglip"},
     "auto": {"method": "auto"},  # the default of `modalign fit`: CV over the candidates, then a refit
+    # the default fit given the rest of the training pool as unpaired items (`fit --unpaired`): each row not drawn
+    # as a pair appears twice, once with each modality, shuffled, so its pairing is hidden
+    "auto+unpaired": {"method": "auto", "unpaired": True},
 }
 #: not fitted: per (size, seed), the fitted method with the best *validation* R@1 (model selection without test)
 VAL_SELECT = "val-select"
@@ -215,14 +218,42 @@ def fit_one(prep: Prepared, spec: dict[str, Any], rows: np.ndarray, seed: int,
     auto = spec.get("layers") == "auto"
     feats = {m: {layer: x[rows] for layer, x in prep.train_feats[m].items()
                  if auto or layer == prep.default_layers[m]} for m in prep.modalities}
+    present = {m: p[rows] for m, p in prep.train_present.items()}
+    groups = [prep.train_groups[i] for i in rows]
+    if spec.get("unpaired"):
+        feats, present, groups = with_unpaired_rows(prep, feats, present, groups, rows, seed)
     t0 = time.perf_counter()
-    fitted = fit_arrays(feats, {m: p[rows] for m, p in prep.train_present.items()},
-                        [prep.train_groups[i] for i in rows], prep.modalities,
+    fitted = fit_arrays(feats, present, groups, prep.modalities,
                         default_layers=prep.default_layers, method=spec["method"], head=spec.get("head", "linear"),
                         head_options=spec.get("head_options"), dim=256, layers=spec.get("layers", "last"),
                         val_fraction=0.1, settings=TrainerSettings(**{**vars(settings), "seed": seed}),
                         options=spec.get("options"))
     return fitted.heads, fitted.info, fitted.chosen, time.perf_counter() - t0
+
+
+def with_unpaired_rows(prep: Prepared, feats: dict[str, dict[str, np.ndarray]], present: dict[str, np.ndarray],
+                       groups: list[str], rows: np.ndarray, seed: int) -> tuple[dict, dict, list[str]]:
+    """The drawn pairs followed by every other row of the training pool twice, once holding only the first
+    modality and once only the second, the second copies shuffled: unpaired items whose pairing is hidden.
+    Held-out rows are never in the pool (``prepare`` split them off), so none can be an unpaired item."""
+    rest = np.setdiff1d(np.arange(len(prep.train_groups)), rows)
+    shuffled = rest[np.random.default_rng(2000 + seed).permutation(len(rest))]
+    a, b = prep.modalities
+    assert not {prep.train_groups[i] for i in rest} & set(prep.test["groups"]), "a held-out group is in the pool"
+    out_feats: dict[str, dict[str, np.ndarray]] = {}
+    out_present: dict[str, np.ndarray] = {}
+    for m, own in ((a, rest), (b, shuffled)):
+        nothing = np.zeros(len(rest), bool)
+        mine = prep.train_present[m][own]
+        out_present[m] = np.concatenate([present[m], mine, nothing] if m == a else [present[m], nothing, mine])
+        out_feats[m] = {}
+        for layer, x in feats[m].items():
+            zeros, items = np.zeros((len(rest), x.shape[1]), x.dtype), prep.train_feats[m][layer][own]
+            out_feats[m][layer] = np.concatenate([x, items, zeros] if m == a else [x, zeros, items])
+    # the items keep their concept's group, as a user's corpus would: auto's CV then leaves the unpaired items
+    # of the concepts a fold scores out of that fold's training
+    out_groups = groups + [prep.train_groups[i] for i in rest] + [prep.train_groups[i] for i in shuffled]
+    return out_feats, out_present, out_groups
 
 
 def run(datasets: dict[str, Selected], methods: Sequence[str], sizes: Sequence[int | str],
@@ -254,6 +285,7 @@ def run(datasets: dict[str, Selected], methods: Sequence[str], sizes: Sequence[i
                            "seed": seed, "val_R@1": info.get("val_R@1"), "layers": chosen, "fit_s": secs,
                            "epochs": info.get("epochs_run"), "params": info.get("params"),
                            "picked": (info.get("auto") or {}).get("picked"),
+                           "unpaired": info.get("unpaired"),
                            "directions": heldout_r1(prep, heads, chosen)}
                     rows_out.append(row)
                     if progress:
@@ -297,7 +329,7 @@ def merge(paths: Sequence[Path]) -> dict[str, Any]:
 def _val_select(rows: list[dict[str, Any]], name: str, size: int | str, seed: int,
                 methods: Sequence[str]) -> list[dict[str, Any]]:
     cands = [r for r in rows if r["dataset"] == name and r["size"] == size and r["seed"] == seed
-             and r["method"] in methods and r["method"] != "auto" and r["val_R@1"] is not None]
+             and r["method"] in methods and not r["method"].startswith("auto") and r["val_R@1"] is not None]
     if len(cands) < 2:
         return []
     best = max(cands, key=lambda r: r["val_R@1"])

@@ -16,6 +16,7 @@ import modalign
 from modalign.align.auto import (
     CANDIDATES,
     NOT_BY_DEFAULT,
+    SEMI_CANDIDATES,
     _inner_split,
     auto_options,
     best_first,
@@ -44,7 +45,14 @@ def test_the_default_set_is_the_36_closed_forms() -> None:
     assert {"infonce+l2", "siglip+l2", "infonce+structure+l2", "ridge(alpha=0.1)", "ridge(alpha=1.0)+l2",
             "cca(reg=0.1,power=1.0)+whiten0.3", "procrustes(whiten=True)+whiten0.6"} <= NOT_BY_DEFAULT
     assert set(CANDIDATES) == default | NOT_BY_DEFAULT
-    assert len(CANDIDATES) == 5 * (2 + 16 + 2) + 3
+    semi = {c.name for c in SEMI_CANDIDATES}
+    assert semi == {f"semi-cca(reg={r},ot=0.0)" for r in (0.6, 0.8, 0.9)} | {
+        f"semi-cca(reg={r},ot={o},rounds={n})" for r in (0.6, 0.8, 0.9) for o in (0.5, 1.0) for n in (1, 3)}
+    assert semi <= NOT_BY_DEFAULT  # fit_auto adds them when there are unpaired rows
+    assert len(CANDIDATES) == 5 * (2 + 16 + 2) + 3 + 15
+    three = CANDIDATES["semi-cca(reg=0.8,ot=1.0,rounds=3)"]
+    assert (three.method, three.options, three.input_norm, three.trained) == (
+        "semi-cca", {"reg": 0.8, "ot": 1.0, "rounds": 3}, "center", False)
     one = CANDIDATES["cca(reg=0.6,power=2.0)+l2"]
     assert (one.method, one.options, one.input_norm, one.trained) == ("cca", {"reg": 0.6, "power": 2.0}, "l2", False)
     two = CANDIDATES["procrustes(whiten=False)+whiten0.1"]
@@ -396,3 +404,19 @@ def test_warn_deprecated_names_the_first_line_outside_modalign() -> None:
     with pytest.warns(DeprecationWarning, match="^old$") as caught:
         inside_modalign()
     assert caught[0].filename == __file__ and caught[0].lineno == inside_modalign.__code__.co_firstlineno + 1
+
+
+def test_ridge_asked_for_by_name_is_cross_validated_with_two_modalities() -> None:
+    """Ridge has no place in the two-modality grid (``PairGrid``): it is fitted fold by fold like the n-modal
+    closed forms, instead of stopping every candidate of its conditioning."""
+    rng = np.random.default_rng(40)
+    z = rng.normal(size=(90, 4))
+    data = TrainData(features={"a": (z @ rng.normal(size=(4, 6))).astype(np.float32),
+                               "b": (z @ rng.normal(size=(4, 5))).astype(np.float32)},
+                     present={"a": np.ones(90, bool), "b": np.ones(90, bool)}, groups=np.arange(90) // 3)
+    ctx = FitContext(modalities=["a", "b"], train=data, val=None, dim=4)
+    table = cross_validate(ctx, select_candidates("ridge,cca(reg=0.1,power=1.0)"), folds=3)
+    rows = {r["candidate"]: r for r in table}
+    assert set(rows) == {"ridge(alpha=0.1)", "ridge(alpha=1.0)", "ridge(alpha=0.1)+l2", "ridge(alpha=1.0)+l2",
+                         "cca(reg=0.1,power=1.0)"}
+    assert all("skipped" not in r and len(r["folds"]) == 3 and r["mean"] > 0.5 for r in rows.values()), rows

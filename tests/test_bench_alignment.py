@@ -141,3 +141,30 @@ def test_heldout_scores_equal_modalign_evaluate(quick) -> None:
     for d in ("image->text", "text->image"):
         assert ours[d]["R@1"] == pytest.approx(theirs[d]["R@1"], abs=1e-6)
         assert ours[d]["queries"] == theirs[d]["queries"]
+
+
+def test_the_unpaired_items_are_the_rest_of_the_pool_with_their_pairing_hidden() -> None:
+    import alignment
+
+    n, rng = 12, np.random.default_rng(0)
+    feats = {"image": {"head": rng.normal(size=(n, 3)).astype(np.float32)},
+             "text": {"final": rng.normal(size=(n, 2)).astype(np.float32)}}
+    prep = alignment.Prepared("toy", ["image", "text"], {"image": "head", "text": "final"}, feats,
+                              {"image": np.ones(n, bool), "text": np.arange(n) != 7},
+                              [f"g{i}" for i in range(n)], {"groups": ["held-1", "held-2"]}, {})
+    rows = np.array([0, 3, 5])
+    pairs = {m: {layer: x[rows] for layer, x in feats[m].items()} for m in feats}
+    out, present, groups = alignment.with_unpaired_rows(prep, pairs, {m: prep.train_present[m][rows] for m in feats},
+                                                        [f"g{i}" for i in rows], rows, seed=0)
+    rest = [i for i in range(n) if i not in rows]
+    assert len(groups) == 3 + 2 * len(rest)
+    # the pairs first, as drawn; then every other row with its image only, then with its text only
+    np.testing.assert_array_equal(out["image"]["head"][:3], feats["image"]["head"][rows])
+    np.testing.assert_array_equal(out["image"]["head"][3:3 + len(rest)], feats["image"]["head"][rest])
+    assert present["image"][:3 + len(rest)].all() and not present["image"][3 + len(rest):].any()
+    assert not present["text"][3:3 + len(rest)].any() and not out["text"]["final"][3:3 + len(rest)].any()
+    texts = out["text"]["final"][3 + len(rest):]
+    order = [next(i for i in rest if np.array_equal(t, feats["text"]["final"][i])) for t in texts]
+    assert sorted(order) == rest and order != rest  # every text once, shuffled: the pairing is hidden
+    assert present["text"][3 + len(rest):].sum() == len(rest) - 1  # row 7 has no text
+    assert not set(groups) & set(prep.test["groups"])

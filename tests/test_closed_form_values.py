@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy.linalg import sqrtm
 
+from helpers.views import three_views
 from modalign.align.auto import group_folds
 from modalign.align.closed_form import (
     ClosedFormSettings,
@@ -16,8 +17,6 @@ from modalign.align.closed_form import (
     cca_directions,
     cca_pair,
     cca_to,
-    common_dim,
-    conditioned,
     fit_closed_form,
     fit_procrustes,
     pca_basis,
@@ -275,137 +274,8 @@ def test_fit_procrustes_heads_meet_on_a_planted_rotation() -> None:
         fit_procrustes(xa[:1000], xb[:999])
 
 
-# ------------------------------------------------------------------ several modalities, missing rows, a lock
-def _three_views(n: int = 1500, seed: int = 15) -> dict[str, np.ndarray]:
-    """Three noisy linear views (a: 9-d, b: 8-d, c: 7-d) of one 5-d latent per row."""
-    rng = np.random.default_rng(seed)
-    z = rng.normal(size=(n, 5))
-    return {m: (np.hstack([z, 0.05 * rng.normal(size=(n, d - 5))]) @ rng.normal(size=(d, d))).astype(np.float32)
-            for m, d in (("a", 9), ("b", 8), ("c", 7))}
-
-
-def _r1(heads: dict, x: dict[str, np.ndarray], q: str, t: str, rows: slice) -> float:
-    with torch.no_grad():
-        zq = torch.nn.functional.normalize(heads[q](torch.as_tensor(x[q][rows])), dim=1)
-        zt = torch.nn.functional.normalize(heads[t](torch.as_tensor(x[t][rows])), dim=1)
-    sim = (zq @ zt.T).numpy()
-    return float(np.mean(sim.argmax(1) == np.arange(len(sim))))
-
-
-@pytest.mark.parametrize("kind", ["cca", "procrustes", "ridge"])
-def test_three_modalities_with_missing_rows_meet_in_the_anchor_space(kind: str) -> None:
-    """c is present on half the training rows only (zeros elsewhere): each modality is fitted on the rows it
-    shares with the anchor, and every pair retrieves held-out rows."""
-    x = _three_views()
-    train = slice(0, 1200)
-    present = {"a": np.ones(1200, bool), "b": np.ones(1200, bool), "c": np.arange(1200) % 2 == 0}
-    feats = {m: v[train].copy() for m, v in x.items()}
-    feats["c"][~present["c"]] = 0.0
-    heads = fit_closed_form(feats, present, ["a", "b", "c"], ClosedFormSettings(kind, dim=5, whiten=True))
-    for q, t in (("a", "b"), ("a", "c"), ("b", "c")):
-        assert _r1(heads, x, q, t, slice(1200, 1500)) > 0.9, (kind, q, t)
-
-
-def test_a_locked_anchor_keeps_its_own_features_and_the_others_map_into_them() -> None:
-    x = _three_views(seed=16)
-    ones = np.ones(1200, bool)
-    heads = fit_closed_form({m: v[:1200] for m, v in x.items()}, {m: ones for m in x}, ["a", "b", "c"],
-                            ClosedFormSettings("cca", dim=5), locked=("a",))
-    with torch.no_grad():
-        za = heads["a"](torch.as_tensor(x["a"][:5]))
-    assert heads["a"].name == "identity" and za.shape == (5, 9)
-    assert heads["b"].out_dim == 9 and heads["c"].out_dim == 9
-    # the space is a's own 9-d features, noise dimensions included: far above chance (1/300), below the 0.9 of
-    # a fitted 5-d space
-    assert _r1(heads, x, "b", "a", slice(1200, 1500)) > 0.6
-    assert _r1(heads, x, "c", "a", slice(1200, 1500)) > 0.6
-
-
-def test_closed_form_refusals_name_the_problem() -> None:
-    x = _three_views(n=50)
-    ones = np.ones(50, bool)
-    feats = {m: v for m, v in x.items()}
-    with pytest.raises(ValueError, match="unknown closed-form solver 'pca'"):
-        fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("pca"))
-    with pytest.raises(ValueError, match=r"anchor 'z' is not one of the modalities \['a', 'b'\]"):
-        fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("cca"), anchor="z")
-    with pytest.raises(ValueError, match=r"can lock only the anchor modality \('a'\), not \['b'\]"):
-        fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("cca"), locked=("a", "b"))
-    few = np.zeros(50, bool)
-    few[:2] = True
-    with pytest.raises(ValueError, match="modality 'b' has fewer than 3 rows"):
-        fit_closed_form(feats, {"a": ones, "b": few}, ["a", "b"], ClosedFormSettings("cca"))
-    apart = np.zeros(50, bool)
-    apart[[0, 1, 2, 10]] = True
-    other = ~apart
-    other[[0, 1]] = True
-    with pytest.raises(ValueError, match=r"cca: modality 'b' shares 2 rows with the anchor 'a'"):
-        fit_closed_form(feats, {"a": apart, "b": other}, ["a", "b"], ClosedFormSettings("cca"))
-    # the anchor defaults to the locked modality, else the first
-    heads = fit_closed_form(feats, {m: ones for m in x}, ["a", "b"], ClosedFormSettings("cca", dim=3), locked=("b",))
-    assert heads["b"].name == "identity" and heads["a"].out_dim == 8
-
-
-def test_common_dim_is_bounded_by_the_request_both_widths_and_the_rows() -> None:
-    wide, narrow = np.zeros((100, 10)), np.zeros((100, 8))
-    assert common_dim(5, wide, narrow) == 5
-    assert common_dim(50, wide, narrow) == 8
-    assert common_dim(50, np.zeros((100, 7)), narrow) == 7
-    assert common_dim(50, np.zeros((6, 10)), np.zeros((6, 9))) == 5  # n rows span n − 1 centred directions
-    assert isinstance(common_dim(50, wide, narrow), int)
-
-
-def test_conditioned_gives_each_modality_its_head_and_zeros_where_absent() -> None:
-    x = _three_views(n=12)
-    present = {"a": np.ones(12, bool), "b": np.arange(12) < 3}  # exactly 3 rows of b: enough
-    std, heads = conditioned({m: x[m] for m in ("a", "b")}, present, ["a", "b"],
-                             ClosedFormSettings("cca", input_norm="l2"), locked=("a",))
-    assert heads["a"].name == "identity" and heads["b"].name == "linear" and heads["b"].out_dim == 1
-    assert heads["a"].input_norm == heads["b"].input_norm == "l2"
-    assert std["b"].dtype == np.float64 and not std["b"][3:].any()
-    with torch.no_grad():
-        want = heads["b"].standardize(torch.as_tensor(x["b"][:3])).numpy()
-    np.testing.assert_allclose(std["b"][:3], want, atol=1e-6)
-    with torch.no_grad():
-        np.testing.assert_allclose(std["a"], heads["a"].standardize(torch.as_tensor(x["a"])).numpy(), atol=1e-6)
-
-
-def test_cca_takes_its_canonical_space_from_the_best_paired_modality() -> None:
-    x = _three_views(n=600, seed=21)
-    present = {"a": np.ones(600, bool), "b": np.arange(600) < 200, "c": np.ones(600, bool)}
-    feats = {m: np.where(present[m][:, None], v, 0).astype(np.float32) for m, v in x.items()}
-    settings = ClosedFormSettings("cca", dim=4)
-    heads = fit_closed_form(feats, present, ["a", "b", "c"], settings)
-    std, _ = conditioned(feats, present, ["a", "b", "c"], settings, ())
-    ma, mc = cca_pair(std["a"], std["c"], common_dim(4, std["a"], std["c"]), settings.reg, settings.power)
-    with torch.no_grad():
-        za, zc = heads["a"](torch.as_tensor(x["a"])).numpy(), heads["c"](torch.as_tensor(x["c"])).numpy()
-    np.testing.assert_allclose(za, std["a"] @ ma, atol=1e-4)  # c (600 shared rows) made the space, not b (200)
-    np.testing.assert_allclose(zc, std["c"] @ mc, atol=1e-4)
-    assert heads["b"].out_dim == 4
-
-
-@pytest.mark.parametrize("kind", ["procrustes", "ridge"])
-def test_the_anchor_pca_keeps_at_most_its_width_and_its_rows_minus_one(kind: str) -> None:
-    x = _three_views(n=300, seed=22)
-    ones = np.ones(300, bool)
-    wide = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50))
-    assert {h.out_dim for h in wide.values()} == {9}  # the anchor a is 9-d
-    few = {m: v[:6] for m, v in x.items()}
-    small = fit_closed_form(few, {m: ones[:6] for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50))
-    assert small["a"].out_dim == 5
-    narrow = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=3))
-    assert {h.out_dim for h in narrow.values()} == {3}
-    # a locked modality is the default anchor, and the anchor argument picks another
-    locked = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50),
-                             locked=("b",))
-    assert locked["b"].name == "identity" and locked["a"].out_dim == 8
-    other = fit_closed_form(x, {m: ones for m in x}, ["a", "b", "c"], ClosedFormSettings(kind, dim=50), anchor="c")
-    assert {h.out_dim for h in other.values()} == {7}
-
-
 def test_the_helpers_defaults_are_the_settings_defaults() -> None:
-    x = _three_views(n=80, seed=23)
+    x = three_views(n=80, seed=23)
     a, b = x["a"].astype(np.float64), x["c"].astype(np.float64)
     a, b = a - a.mean(0), b - b.mean(0)
     s = ClosedFormSettings("cca")
@@ -435,7 +305,7 @@ def test_inverse_square_roots_are_exact_at_any_scale() -> None:
 
 
 def test_procrustes_to_a_wider_anchor_uses_the_thin_svd() -> None:
-    x = _three_views(n=200, seed=25)
+    x = three_views(n=200, seed=25)
     target, b = x["a"][:, :9].astype(np.float64), x["c"][:, :5].astype(np.float64)
     target, b = target - target.mean(0), b - b.mean(0)
     m = procrustes_to(target, b)

@@ -3,6 +3,7 @@ FIFOs, folders, paths out of the root, relative entries resolved against the roo
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -110,3 +111,43 @@ def test_resolver_uses_the_root_that_exists(tree: Path, tmp_path: Path) -> None:
         SourceResolver(index).open("../a.txt", str(tree), None)
     with pytest.raises(SourceRefused):
         SourceResolver(index).open("link", str(tree), None)
+
+
+def test_the_handle_closes_on_exec_and_refusals_say_exactly_why(tree: Path) -> None:
+    with open_inside(str(tree / "a.txt"), tree) as fh:  # a child process (a worker, a converter) never inherits it
+        assert fcntl.fcntl(fh.fileno(), fcntl.F_GETFD) & fcntl.FD_CLOEXEC
+    for name, reason in (("link", "it is a symbolic link"), ("fifo", "it is not a regular file"),
+                         ("dirlink/secret.txt", "it resolves outside the data folder")):
+        with pytest.raises(SourceRefused) as info:
+            open_inside(str(tree / name), tree)
+        assert str(info.value) == reason
+    missing = str(tree / "nope.txt")
+    with pytest.raises(FileNotFoundError) as lost:
+        open_inside(missing, tree)
+    assert lost.value.args == (missing,)
+    with pytest.raises(FileNotFoundError) as unsafe:
+        SourceResolver().open("../a.txt", str(tree), None)
+    assert unsafe.value.args == ("../a.txt",)
+
+
+def test_a_linked_folder_that_stays_inside_the_root_is_followed(tree: Path, tmp_path: Path) -> None:
+    (tree / "alias").symlink_to(tree / "sub")  # a folder link inside the data folder, to a folder inside it
+    with open_inside(str(tree / "alias" / "b.txt"), tree) as fh:
+        assert fh.read() == b"b"
+    with SourceResolver(tmp_path).open("alias/b.txt", str(tree), None) as fh:  # a relative entry: its root decides
+        assert fh.read() == b"b"
+    # an absolute entry is that very file, wherever the recorded root is
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_bytes(b"e")
+    with SourceResolver(tmp_path).open(str(elsewhere), str(tree), None) as fh:
+        assert fh.read() == b"e"
+
+
+def test_a_recorded_root_that_is_gone_still_names_the_file(tree: Path, tmp_path: Path) -> None:
+    """With no folder on disk to prefer, the recorded root is the answer (the file then reads as missing), and
+    each root keeps its own base."""
+    gone = str(tmp_path / "moved-away")
+    resolver = SourceResolver()
+    assert resolver.base(gone, None) == Path(gone)
+    assert resolver.resolve("a.txt", gone, None) == str(Path(gone) / "a.txt")
+    assert resolver.base(str(tree), None) == tree and resolver.base(gone, None) == Path(gone)

@@ -217,8 +217,7 @@ def _check_closed_form(settings: ClosedFormSettings, modalities: list[str], anch
 
 
 def conditioned(features: dict[str, np.ndarray], present: dict[str, np.ndarray], modalities: list[str],
-                 settings: ClosedFormSettings, locked: tuple[str, ...]) -> tuple[dict[str, np.ndarray],
-                                                                                 dict[str, Head]]:
+                 input_norm: str, locked: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, Head]]:
     """Each modality's rows conditioned as its head will condition them (zeros where absent), and the heads
     holding those input statistics (identity heads for locked modalities)."""
     std: dict[str, np.ndarray] = {}
@@ -227,15 +226,15 @@ def conditioned(features: dict[str, np.ndarray], present: dict[str, np.ndarray],
         rows = present[m]
         if rows.sum() < 3:
             raise ValueError(f"modality {m!r} has fewer than 3 rows")
-        heads[m] = IdentityHead(features[m].shape[1], input_norm=settings.input_norm) if m in locked \
-            else LinearHead(features[m].shape[1], 1, input_norm=settings.input_norm)
+        heads[m] = IdentityHead(features[m].shape[1], input_norm=input_norm) if m in locked \
+            else LinearHead(features[m].shape[1], 1, input_norm=input_norm)
         full = np.zeros(features[m].shape, np.float64)
         full[rows] = _standardized(heads[m], features[m][rows])
         std[m] = full
     return std, heads
 
 
-def _with_matrices(features: dict[str, np.ndarray], heads: dict[str, Head], mats: dict[str, np.ndarray],
+def with_matrices(features: dict[str, np.ndarray], heads: dict[str, Head], mats: dict[str, np.ndarray],
                    input_norm: str) -> dict[str, Head]:
     """``heads`` with every modality in ``mats`` replaced by a LinearHead holding its matrix."""
     out = dict(heads)
@@ -256,7 +255,7 @@ def fit_closed_form(
 ) -> dict[str, Head]:
     """Heads of every modality from one closed-form solver (see the module docstring)."""
     anchor = _check_closed_form(settings, modalities, anchor, locked)
-    std, heads = conditioned(features, present, modalities, settings, locked)
+    std, heads = conditioned(features, present, modalities, settings.input_norm, locked)
     others = [m for m in modalities if m != anchor]
     shared = {m: np.flatnonzero(present[anchor] & present[m]) for m in others}
     for m, rows in shared.items():
@@ -278,10 +277,17 @@ def fit_closed_form(
     else:
         basis, sd = pca_basis(a_all, k)
         mats[anchor] = basis / sd if settings.whiten else basis
-    for m in others:
+    map_into_anchor(std, shared, mats, anchor, settings)
+    return with_matrices(features, heads, mats, settings.input_norm)
+
+
+def map_into_anchor(std: dict[str, np.ndarray], shared: dict[str, np.ndarray], mats: dict[str, np.ndarray],
+                    anchor: str, settings: ClosedFormSettings) -> None:
+    """Fill ``mats`` for every modality of ``shared`` still without one: its conditioned rows shared with the
+    anchor mapped onto the anchor's coordinates (its space when ``mats`` has one, else its own features)."""
+    for m, rows in shared.items():
         if m in mats:
             continue
-        rows = shared[m]
         a = std[anchor][rows]
         target = a @ mats[anchor] if anchor in mats else a
         b = std[m][rows]
@@ -291,7 +297,6 @@ def fit_closed_form(
             mats[m] = cca_to(target, b, settings.reg, settings.power)
         else:
             mats[m] = ridge_to(target, b, settings.alpha)
-    return _with_matrices(features, heads, mats, settings.input_norm)
 
 
 def fit_procrustes(

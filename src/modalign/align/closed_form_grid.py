@@ -74,14 +74,14 @@ class PairGrid:
         """CCA with shrinkage ``reg``, as ``cca_directions``, computed in each side's eigenbasis."""
         if reg not in self._cca:
             (wa, va), (wb, vb) = self.eigh("a"), self.eigh("b")
-            ia = _shrunk_inv_sqrt_diag(wa, self.a.shape[1], reg)
-            ib = _shrunk_inv_sqrt_diag(wb, self.b.shape[1], reg)
-            u, s, vt = _svd((va.T @ self.cross @ vb) * ia[:, None] * ib[None, :])
+            ia = shrunk_inv_sqrt_diag(wa, self.a.shape[1], reg)
+            ib = shrunk_inv_sqrt_diag(wb, self.b.shape[1], reg)
+            u, s, vt = robust_svd((va.T @ self.cross @ vb) * ia[:, None] * ib[None, :])
             self._cca[reg] = (va @ (ia[:, None] * u[:, :self.k]), vb @ (ib[:, None] * vt[:self.k].T), s[:self.k])
         return self._cca[reg]
 
 
-def _svd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def robust_svd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thin SVD; LAPACK's divide-and-conquer driver (numpy's) can fail to converge on an ill-conditioned
     matrix (seen with one BLAS thread on whisper features), the slower QR-iteration driver then answers."""
     try:
@@ -90,7 +90,7 @@ def _svd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return tuple(scipy.linalg.svd(m, full_matrices=False, lapack_driver="gesvd"))  # type: ignore[return-value]
 
 
-def _shrunk_inv_sqrt_diag(w: np.ndarray, d: int, reg: float) -> np.ndarray:
+def shrunk_inv_sqrt_diag(w: np.ndarray, d: int, reg: float) -> np.ndarray:
     """The diagonal of _shrunk(C, reg)^{-1/2} in C's eigenbasis, for C's non-zero eigenvalues ``w`` of its ``d``
     (the zero ones only matter off the span, where the cross-covariance vanishes)."""
     shrunk = (1 - reg) * w + reg * w.sum() / d

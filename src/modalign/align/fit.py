@@ -20,6 +20,7 @@ from modalign.align.model import AlignedModel, Branch
 from modalign.align.seeds import check_seeds, fit_seeds
 from modalign.align.trainer import TrainData, TrainerSettings
 from modalign.data.dataset import PairedDataset, RowError, split_indices
+from modalign.data.unpaired import with_unpaired
 from modalign.data.vector_values import column_dim
 from modalign.encoders import DEFAULT_ENCODER_FOR_KIND, Encoder, EncoderChoice, get_encoder, split_choice
 from modalign.encoders.spec import layer_choice
@@ -200,12 +201,14 @@ def fit(
     seeds: int = 1,
     ensemble: bool = False,
     locked: Sequence[str] | None = None,
+    unpaired: PairedDataset | None = None,
+    held_out: PairedDataset | None = None,
 ) -> AlignedModel:
     """Fit heads aligning ``modalities`` of ``dataset`` (use ``dataset.split`` first to hold out a test set).
 
     ``method``: ``auto`` (default: group k-fold cross-validation on these rows over closed forms and
     trained losses, then a refit of the winner; ``options`` ``candidates`` / ``cv_folds`` / ``time_budget``),
-    a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes, cca, ridge).
+    a trained loss (infonce, siglip, cwcl, gram, symile) or a closed form (procrustes, cca, ridge, semi-cca).
     Left at None it is ``auto``, or ``infonce`` when a training-only argument is given (a non-default
     schedule, batch size, workers or grad_chunks in ``settings``, a non-linear ``head``, ``structure`` /
     ``intra`` in ``options``, ``seeds`` > 1): the rule of ``modalign fit`` (``method_choice``).
@@ -215,6 +218,9 @@ def fit(
     ``options`` holds its knobs and regularizer weights (``{"structure": 10}``);
     ``lock`` modalities keep their frozen features (identity head), the others map into them (``--lock``;
     ``locked`` is its former name, still accepted with a DeprecationWarning).
+    ``unpaired``: rows holding one of the modalities only (the corpus beyond the pairs), added to the training
+    rows; auto then also tries ``semi-cca``, which learns from them. Rows whose item or group is in ``held_out``
+    (the test part) are dropped, so a test item never trains (``data.unpaired.with_unpaired``).
     """
     if locked is not None:
         warnings.warn("fit(locked=...) is now fit(lock=...), as the CLI's --lock", DeprecationWarning, stacklevel=2)
@@ -234,6 +240,9 @@ def fit(
     for m in locked:
         if m not in modalities:
             raise ValueError(f"locked modality {m!r} is not one of {modalities}")
+    unpaired_report = None
+    if unpaired is not None:
+        dataset, unpaired_report = with_unpaired(dataset, unpaired, modalities, held_out)
     METHODS.get(method)  # unknown method: fail before any encoding
     check_trainable_head(head)
     settings = settings or TrainerSettings()
@@ -244,14 +253,14 @@ def fit(
     if clash:
         raise ValueError(f"a layer name belongs to one encoder: with the encoder auto for {clash}, give layers "
                          "'last' or 'auto'")
-    auto_options = {k: v for k, v in (options or {}).items() if method == "auto" and k in ("candidates", "cv_folds")}
+    choice_options = {k: v for k, v in (options or {}).items() if method == "auto" and k in ("candidates", "cv_folds")}
 
     def fit_sample(feats: dict[str, dict[str, Any]], present: dict[str, np.ndarray], groups: list[str],
                    default_layers: dict[str, str]) -> dict[str, Any]:
         # the same CV as the default fit's (its candidates when auto was asked for, else auto's own), on the
         # sample's rows; no time budget, so the choice does not depend on the machine
         return fit_arrays(feats, present, groups, modalities, default_layers=default_layers, method="auto",
-                          dim=dim, val_fraction=0.0, settings=settings, options=auto_options, locked=locked).info
+                          dim=dim, val_fraction=0.0, settings=settings, options=choice_options, locked=locked).info
 
     encoders, selection = choose_encoders(dataset, modalities, encoders, cache, fit_sample, seed=settings.seed,
                                           progress=progress)
@@ -303,6 +312,8 @@ def fit(
             m: int(result.layer_dims[m]) for m in modalities}, result.n_train + result.n_val))
     if seeds > 1:
         training.update(seeds=seeds, ensemble=ensemble)
+    if unpaired_report is not None:
+        training["unpaired"] = unpaired_report.to_json()
     metrics: dict[str, Any] = {"fit": info, "layers": {"chosen": result.chosen, **result.layer_report}}
     if history is not None:
         metrics["history"] = history

@@ -22,6 +22,8 @@ from modalign.align.trainer import Progress, TrainData, TrainerSettings, resolve
 log = logging.getLogger(__name__)
 
 MethodResult = tuple[dict[str, Head], dict[str, Any]]
+#: the methods solved in closed form (no training loop: the trainer's settings do not apply to them)
+CLOSED_FORM_METHODS = ("procrustes", "cca", "ridge", "semi-cca")
 
 
 @dataclass

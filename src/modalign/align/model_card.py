@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modalign.align.methods import CLOSED_FORM_METHODS
 from modalign.features.cache import atomic_write_bytes
 
 if TYPE_CHECKING:  # annotation only: model.py imports this module
@@ -67,9 +68,9 @@ def _fitted(model: AlignedModel) -> tuple[str, dict[str, Any], bool]:
     auto = fit.get("auto") if isinstance(fit.get("auto"), dict) else None
     if auto is not None:
         knobs = {**auto.get("options", {}), "input_norm": auto.get("input_norm")}
-        return str(auto.get("picked")), knobs, auto.get("method") not in ("procrustes", "cca", "ridge")
+        return str(auto.get("picked")), knobs, auto.get("method") not in CLOSED_FORM_METHODS
     method = model.method
-    trained = method not in ("procrustes", "cca", "ridge")
+    trained = method not in CLOSED_FORM_METHODS
     return method, dict(fit.get("params") or {}) if not trained else {}, trained
 
 

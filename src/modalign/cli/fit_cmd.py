@@ -47,6 +47,10 @@ def fit_command(
         rich_help_panel="Basics"),
     out: Path = typer.Option(..., "--out", help="model directory to write (a new, empty or model folder)",
         rich_help_panel="Basics"),
+    unpaired: Path | None = typer.Option(None, "--unpaired", help="manifest of items with one modality only (the "
+                                         "corpus beyond the pairs); auto then also tries semi-supervised CCA. "
+                                         "Items or groups held out by --holdout are dropped from it",
+                                         exists=True, dir_okay=False, rich_help_panel="Basics"),
     overwrite: bool = typer.Option(False, "--overwrite", help="write into --out although it holds other files "
                                    "(they are left alone)",
         rich_help_panel="Basics"),
@@ -64,7 +68,8 @@ def fit_command(
         rich_help_panel="Encoders & runtime"),
     method: str | None = typer.Option(
         None, "--method", help="auto (default: group k-fold cross-validation over the candidates, then a refit) "
-        "| infonce | siglip | cwcl | gram | symile (trained) | procrustes | cca | ridge (closed form). Options "
+        "| infonce | siglip | cwcl | gram | symile (trained) | procrustes | cca | ridge | semi-cca (closed form; "
+        "semi-cca also learns from --unpaired items). Options "
         "that only a trained method reads (--epochs, --steps, --batch-size, --workers, --grad-chunks, --head, "
         "--structure, --intra, --seeds) make the default infonce; with --base/--add it is infonce too",
         rich_help_panel="Method"),
@@ -199,6 +204,8 @@ def fit_command(
         check_seeds(method, seeds, ensemble)
     except ValueError as exc:
         raise fail(f"--seeds: {exc}") from None
+    if base is not None and unpaired is not None:
+        raise fail("--unpaired goes with a new fit, not with --base/--add")
     if base is not None and seeds > 1:
         raise fail("--seeds does not grow a model (--base/--add): fit the new modality once")
     if method == "auto":
@@ -256,6 +263,8 @@ def fit_command(
     base_holdout = (base_model.training.get("holdout") or {}) if base_model is not None else {}
     fraction = holdout if holdout is not None else float(base_holdout.get("fraction", 0.0))
     train = holdout_part(ds, fraction, seed, "train")
+    extra = load_dataset(unpaired, on_error, allow_outside_root, group_by or None) if unpaired is not None else None
+    held_out = holdout_part(ds, fraction, seed, "test") if extra is not None and fraction > 0 else None
     wanted = [*mods, add] if add else mods
     enc_map = encoder_choices(encoders, encoder_option, wanted,
                               {m: DEFAULT_ENCODER_FOR_KIND[ds.kind(m)] for m in wanted if m in ds.columns},
@@ -297,7 +306,7 @@ def fit_command(
                     head_options=parse_options(head_option, "--head-option"), dim=dim, layers=_layers(layers),
                     cache=FeatureCache(cache), val_fraction=val_fraction, settings=settings, options=options,
                     lock=parse_list(lock), on_error=on_error, progress=update,  # type: ignore[arg-type]
-                    seeds=seeds, ensemble=ensemble,
+                    seeds=seeds, ensemble=ensemble, unpaired=extra, held_out=held_out,
                 )
     except (ModalignError, ValueError, KeyError, TypeError) as exc:
         raise fail(str(exc).strip("'\"")) from None
@@ -313,6 +322,11 @@ def fit_command(
         model.training["progressive"][-1]["base"] = str(base.resolve())  # type: ignore[union-attr]
     else:
         model.training["manifest"] = str(data.resolve())
+    if unpaired is not None and "unpaired" in model.training:
+        model.training["unpaired"]["manifest"] = str(unpaired.resolve())
+        kept, dropped = model.training["unpaired"]["kept"], model.training["unpaired"]["dropped_held_out"]
+        err_console.print("unpaired items: " + ", ".join(f"{n} {m}" for m, n in kept.items())
+                          + (f"; {dropped} dropped: their item or group is held out" if dropped else ""))
     errors_path = out / "errors.jsonl"
     try:  # a full disk or a read-only --out: one line; the features stay in the cache for the rerun
         model.save(out, overwrite=overwrite,

@@ -69,7 +69,9 @@ class RowValidator:
         clean: dict[str, Any] = {"id": row_id, "group": str(group) if group is not None else row_id}
         problems: list[tuple[str, str]] = []
         for key, value in row.items():
-            if key in ("id", "group"):
+            # the --group-by field is the group, not an unknown field (unless it is a modality or meta_ field too)
+            if key in ("id", "group") or (key == group_field and modality_kind(key) is None
+                                          and not is_non_modality_field(key)):
                 continue
             if is_non_modality_field(key):
                 if key not in self.meta_fields:
@@ -163,8 +165,10 @@ class RowValidator:
                 raise ValueError(f"path {value!r} points outside the manifest's folder (use --allow-outside-root)")
             if not full.is_file():
                 raise ValueError(f"file not found: {value}")
-        except OSError as exc:  # a name longer than the file system allows, a loop of links, ...
-            raise ValueError(f"path {value[:80]!r}{'…' if len(value) > 80 else ''}: {exc.strerror or exc}") from None
+        except (OSError, RuntimeError) as exc:  # a name longer than the file system allows, ...; before Python
+            # 3.13 resolve() reports a loop of symbolic links as a RuntimeError
+            reason = "a loop of symbolic links" if isinstance(exc, RuntimeError) else exc.strerror or exc
+            raise ValueError(f"path {value[:80]!r}{'…' if len(value) > 80 else ''}: {reason}") from None
         return full
 
     def build(self, cls: type[PairedDataset], source: Path | None) -> PairedDataset:
