@@ -85,7 +85,12 @@ def test_detailed_scores_the_pairs_asked_for_with_their_ks_and_chance(vector_mod
     assert set(full.directions) == {f"{q}->{t}" for q in ("vec_a", "vec_b", "vec_c") for t in ("vec_a", "vec_b",
                                                                                                  "vec_c") if q != t}
     assert full.n == 30 and set(full.gaps) == {"vec_a|vec_b", "vec_a|vec_c", "vec_b|vec_c"} and not full.by_group
-    assert calls  # embedding reports its progress
+    stages = {stage for stage, _, _ in calls}
+    # each modality reports its progress, ending at its number of unique items (vec_b: 4 rows lack it)
+    assert stages == {"encode vec_a", "encode vec_b", "encode vec_c"}
+    for stage in stages:
+        seen = [(i, n) for s, i, n in calls if s == stage]
+        assert all(0 <= i <= n for i, n in seen) and seen[-1][0] == seen[-1][1] == (26 if "vec_b" in stage else 30)
     two = evaluate_module.evaluate_detailed(vector_model, data, modalities=["vec_a", "vec_b"], ks=(1, 2))
     assert set(two.directions) == {"vec_a->vec_b", "vec_b->vec_a"} and two.n == 26  # rows holding both
     d = two.directions["vec_a->vec_b"]
@@ -108,11 +113,23 @@ def test_detailed_matches_by_group_when_no_row_holds_both(vector_model: Any) -> 
 
 def test_detailed_keeps_the_cosine_scores_beside_a_hubness_rescoring(vector_model: Any) -> None:
     data = _test_rows()
-    plain = evaluate_module.evaluate_detailed(vector_model, data, modalities=["vec_a", "vec_b"])
-    csls = evaluate_module.evaluate_detailed(vector_model, data, modalities=["vec_a", "vec_b"],
+    plain = evaluate_module.evaluate_detailed(vector_model, data, modalities=["vec_a", "vec_b"], ks=(1, 2))
+    csls = evaluate_module.evaluate_detailed(vector_model, data, modalities=["vec_a", "vec_b"], ks=(1, 2),
                                              hubness=Hubness("csls", 3))
     for name, d in csls.directions.items():
         # the cosine ranking of the same queries, as the plain run scores it (without its chance block)
         assert d.cosine_metrics == {k: v for k, v in plain.directions[name].metrics.items() if k != "chance"}
         assert not np.allclose(d.similarity, plain.directions[name].similarity)
         assert "chance" in d.metrics
+
+
+def test_a_pair_with_nothing_to_match_is_skipped_and_the_next_pairs_are_still_scored(vector_model: Any) -> None:
+    """vec_b sits on rows and groups of its own, so neither a|b nor b|c can be matched; a|c, which comes after
+    a|b, shares rows and is still scored."""
+    x = _views(10, 3)
+    rows = [{"id": f"a{i}", "group": f"ga{i}", "vec_a": x["vec_a"][i].tolist(), "vec_c": x["vec_c"][i].tolist()}
+            for i in range(10)]
+    rows += [{"id": f"b{i}", "group": f"gb{i}", "vec_b": x["vec_b"][i].tolist()} for i in range(10)]
+    data = PairedDataset.from_rows(rows, root=Path.cwd(), on_error="fail")
+    got = evaluate_module.evaluate_detailed(vector_model, data)
+    assert set(got.directions) == {"vec_a->vec_c", "vec_c->vec_a"} and got.n == 10 and not got.by_group
