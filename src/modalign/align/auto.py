@@ -160,13 +160,7 @@ def _take(data: TrainData, rows: np.ndarray) -> TrainData:
                      present={m: p[rows] for m, p in data.present.items()}, groups=data.groups[rows])
 
 
-def _concat(a: TrainData, b: TrainData | None) -> TrainData:
-    if b is None or not len(b):
-        return a
-    return TrainData(features={m: np.concatenate([np.asarray(a.features[m]), np.asarray(b.features[m])])
-                               for m in a.features},
-                     present={m: np.concatenate([a.present[m], b.present[m]]) for m in a.present},
-                     groups=np.concatenate([a.groups, b.groups]))
+_concat = TrainData.followed_by
 
 
 def _inner_split(data: TrainData, seed: int, fraction: float = 0.1) -> tuple[TrainData, TrainData | None]:

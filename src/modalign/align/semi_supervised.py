@@ -38,7 +38,6 @@ from modalign.align.closed_form import (
 )
 from modalign.align.closed_form_grid import robust_svd, shrunk_inv_sqrt_diag
 from modalign.align.methods import METHODS, FitContext, MethodResult
-from modalign.align.trainer import TrainData
 
 #: the transport plan matches at most this many unpaired items per side (a seeded sample): its cost is their
 #: product, and a few thousand already pin the cross-covariance down
@@ -182,12 +181,8 @@ def fit_semi_cca(ctx: FitContext) -> MethodResult:
     if ctx.locked:
         raise ValueError("semi-cca cannot lock a modality; use cca with --lock")
     mods = list(ctx.modalities)
-    data = ctx.train.in_memory()
-    if ctx.val is not None:  # a closed form has nothing to stop early: the validation rows are training rows
-        val = ctx.val.in_memory()
-        data = TrainData(features={m: np.concatenate([data.features[m], val.features[m]]) for m in mods},
-                         present={m: np.concatenate([data.present[m], val.present[m]]) for m in mods},
-                         groups=np.concatenate([data.groups, val.groups]))
+    # a closed form has nothing to stop early: the validation rows are training rows
+    data = ctx.train.in_memory().followed_by(ctx.val.in_memory() if ctx.val is not None else None)
     reg, power, ot = (float(ctx.options.get(k, d)) for k, d in (("reg", 0.1), ("power", 1.0), ("ot", 0.0)))
     rounds = int(ctx.options.get("rounds", 1))
     anchor = ctx.options.get("anchor") or mods[0]

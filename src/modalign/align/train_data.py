@@ -37,6 +37,16 @@ class TrainData:
                  for m, x in self.features.items()}
         return TrainData(features=feats, present=self.present, groups=self.groups)
 
+    def followed_by(self, other: TrainData | None) -> TrainData:
+        """These rows, then ``other``'s (itself when ``other`` is None or empty): a closed form refits on the
+        training and validation rows together."""
+        if other is None or not len(other):
+            return self
+        return TrainData(features={m: np.concatenate([np.asarray(self.features[m]), np.asarray(other.features[m])])
+                                   for m in self.features},
+                         present={m: np.concatenate([self.present[m], other.present[m]]) for m in self.present},
+                         groups=np.concatenate([self.groups, other.groups]))
+
 
 @dataclass
 class TrainerSettings:
