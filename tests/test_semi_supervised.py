@@ -20,7 +20,7 @@ from modalign.align.model import load
 from modalign.align.semi_supervised import SemiCCA, fit_semi_cca, sinkhorn_plan
 from modalign.align.trainer import TrainData
 from modalign.data.dataset import PairedDataset
-from modalign.data.unpaired import with_unpaired
+from modalign.data.unpaired import HeldOutItems, with_unpaired
 
 
 def test_the_plan_has_uniform_marginals_and_follows_a_clear_matching() -> None:
@@ -187,8 +187,13 @@ def test_auto_adds_the_semi_candidates_only_with_enough_unpaired_rows() -> None:
     _, info_few = auto.fit_auto(few)
     _, info_many = auto.fit_auto(many)
     semi = {c.name for c in auto.SEMI_CANDIDATES}
-    assert not semi & {r["candidate"] for r in info_few["auto"]["table"]}
-    assert semi <= {r["candidate"] for r in info_many["auto"]["table"]}
+    default = {c.name for c in auto.select_candidates(None)}
+    assert {r["candidate"] for r in info_few["auto"]["table"]} == default
+    assert {r["candidate"] for r in info_many["auto"]["table"]} == default | semi  # added to, not instead of
+    # "all" is the default set by its other name
+    _, info_all = auto.fit_auto(FitContext(modalities=["a", "b"], train=_train_data(60, auto.MIN_UNPAIRED),
+                                           val=None, dim=2, options={"candidates": "all"}))
+    assert {r["candidate"] for r in info_all["auto"]["table"]} == default | semi
     # named candidates are the user's choice: no semi-cca is added to them
     _, named = auto.fit_auto(FitContext(modalities=["a", "b"], train=_train_data(60, 40), val=None, dim=2,
                                         options={"candidates": "cca"}))
@@ -230,6 +235,18 @@ def test_held_out_items_and_groups_never_join_the_unpaired_rows() -> None:
     # without held-out rows, the same corpus is taken whole
     _, everything = with_unpaired(train, corpus, ["vec_a", "vec_b"])
     assert everything.kept == {"vec_a": 9, "vec_b": 4} and everything.dropped_held_out == 0
+
+
+def test_held_out_items_are_recognised_by_content_not_by_name(tmp_path: Path) -> None:
+    (tmp_path / "held.png").write_bytes(b"held-out image bytes")
+    (tmp_path / "copy.png").write_bytes(b"held-out image bytes")
+    (tmp_path / "twin-size.png").write_bytes(b"other image of size!")  # same size, other bytes
+    vector = np.arange(4, dtype=np.float32)
+    held = HeldOutItems([tmp_path / "held.png", "A Red  Apple", vector, None, tmp_path / "gone.png"])
+    assert tmp_path / "held.png" in held and tmp_path / "copy.png" in held
+    assert tmp_path / "twin-size.png" not in held and tmp_path / "missing.png" not in held
+    assert " a red apple\t" in held and "a red pear" not in held
+    assert vector.copy() in held and vector.astype(np.float64) not in held and vector[::-1].copy() not in held
 
 
 def test_an_unpaired_row_with_two_modalities_is_refused_by_name() -> None:
@@ -319,6 +336,10 @@ def test_a_semi_supervised_lead_within_its_standard_error_goes_to_the_pairs_only
     assert auto.prefer_pairs_only(lone) == lone  # nothing learnt from pairs alone to fall back on
     first = [_row(plain, 0.5, 0.1), _row(semi, 0.49, 0.0)]
     assert auto.prefer_pairs_only(first) == first
+    assert auto.prefer_pairs_only([]) == []
+    # a lead of exactly one standard error (0.25 = 0.5 / √4, exact in binary) is not enough
+    even = [{**_row(semi, 0.75, 0.5), "folds": [0.75] * 4}, _row(plain, 0.5, 0.0)]
+    assert [r["candidate"] for r in auto.prefer_pairs_only(even)] == [plain, semi]
 
 
 def test_with_three_modalities_and_nothing_unpaired_it_is_closed_form_cca() -> None:

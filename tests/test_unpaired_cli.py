@@ -40,9 +40,14 @@ def test_fit_with_unpaired_items_drops_the_held_out_ones_and_evaluates(emoji: tu
     unpaired = [{"id": f"{r['id']}-image", "group": f"{r['group']}-image", "image": r["image"]} for r in rest]
     unpaired += [{"id": f"{r['id']}-text", "group": f"{r['group']}-text", "text": r["text"]}
                  for r in rng.permutation(rest)]
-    # three held-out images under new ids and groups: their files are held out, so they must not train
-    leaks = [r for r in rows if r["group"] in set(test.groups)][:3]
-    unpaired += [{"id": f"leak{i}", "group": f"leak{i}", "image": r["image"]} for i, r in enumerate(leaks)]
+    # held-out items under new ids and groups must not train: two images by their own path, one copied under
+    # another name, and a held-out caption in other case and spacing
+    leaks = [r for r in rows if r["group"] in set(test.groups)][:4]
+    unpaired += [{"id": f"leak{i}", "group": f"leak{i}", "image": r["image"]} for i, r in enumerate(leaks[:2])]
+    copied = folder / "copied-under-another-name.png"
+    copied.write_bytes((folder / leaks[2]["image"]).read_bytes())
+    unpaired += [{"id": "leak-copy", "group": "leak-copy", "image": copied.name},
+                 {"id": "leak-text", "group": "leak-text", "text": "  " + leaks[3]["text"].upper().replace(" ", "  ")}]
     extra = _write(folder / "unpaired.jsonl", unpaired)
     out = tmp_path / "model"
     text = run_cli(["fit", "--data", str(data), "--modalities", "image,text", "--unpaired", str(extra),
@@ -50,8 +55,8 @@ def test_fit_with_unpaired_items_drops_the_held_out_ones_and_evaluates(emoji: tu
     config = json.loads((out / "config.json").read_text())
     record = config["training"]["unpaired"]
     assert record["kept"] == {"image": len(rest), "text": len(rest)}
-    assert record["dropped_held_out"] == 3 and record["manifest"] == str(extra.resolve())
-    assert f"unpaired items: {len(rest)} image, {len(rest)} text; 3 dropped" in text
+    assert record["dropped_held_out"] == 4 and record["manifest"] == str(extra.resolve())
+    assert f"unpaired items: {len(rest)} image, {len(rest)} text; 4 dropped" in text
     metrics = json.loads((out / "metrics.json").read_text())
     table = {r["candidate"] for r in metrics["fit"]["auto"]["table"]}
     assert "semi-cca(reg=0.8,ot=1.0,rounds=3)" in table  # auto tried the unpaired candidates

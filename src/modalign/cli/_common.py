@@ -37,19 +37,25 @@ def load_dataset(path: Path, on_error: str, allow_outside_root: bool = False,
 
 
 def holdout_part(dataset: PairedDataset, fraction: float, seed: int, part: str) -> PairedDataset:
-    """The train or test part of the concept-disjoint split (``fraction`` 0 = everything); a split that leaves
-    either side empty exits 2 with the reason, instead of training on everything or scoring nothing."""
+    """The train or test part of the concept-disjoint split (``fraction`` 0 = everything)."""
+    train, test = holdout_parts(dataset, fraction, seed)
+    return train if part == "train" or test is None else test
+
+
+def holdout_parts(dataset: PairedDataset, fraction: float, seed: int) -> tuple[PairedDataset, PairedDataset | None]:
+    """Both parts of the concept-disjoint split (no test part at ``fraction`` 0); a split that leaves either side
+    empty exits 2 with the reason, instead of training on everything or scoring nothing."""
     if not len(dataset):
         raise fail("no usable rows: every row of the manifest was skipped (see the reasons above)")
     if fraction <= 0:
-        return dataset
+        return dataset, None
     train, test = dataset.split(fraction, seed=seed)
     n_groups = len(set(dataset.groups))
     if not len(test) or not len(train):
         empty = "test" if not len(test) else "training"
         raise fail(f"--holdout {fraction:g} of {n_groups} group(s) leaves the {empty} "
                    "part empty: the rows need more groups (a 'group' column, or --group-by) or another --holdout")
-    return train if part == "train" else test
+    return train, test
 
 
 def grouping_note(dataset: PairedDataset) -> str | None:

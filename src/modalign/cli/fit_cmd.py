@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from modalign.cli._common import grouping_note, holdout_part, load_dataset, parse_list, parse_mapping
+from modalign.cli._common import grouping_note, holdout_parts, load_dataset, parse_list, parse_mapping
 from modalign.cli._config import config_option
 from modalign.cli._params import number
 from modalign.cli._ui import (
@@ -262,9 +262,8 @@ def fit_command(
             raise fail(str(exc)) from None
     base_holdout = (base_model.training.get("holdout") or {}) if base_model is not None else {}
     fraction = holdout if holdout is not None else float(base_holdout.get("fraction", 0.0))
-    train = holdout_part(ds, fraction, seed, "train")
+    train, held_out = holdout_parts(ds, fraction, seed)
     extra = load_dataset(unpaired, on_error, allow_outside_root, group_by or None) if unpaired is not None else None
-    held_out = holdout_part(ds, fraction, seed, "test") if extra is not None and fraction > 0 else None
     wanted = [*mods, add] if add else mods
     enc_map = encoder_choices(encoders, encoder_option, wanted,
                               {m: DEFAULT_ENCODER_FOR_KIND[ds.kind(m)] for m in wanted if m in ds.columns},

@@ -25,7 +25,8 @@ def normalized_text(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """A hash of the file's bytes (blake2b, 16 bytes)."""
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -57,7 +58,7 @@ def item_keys(columns: dict[str, Sequence[Any]], kinds: dict[str, str],
             continue
         for i, path in group:
             try:
-                yield i, ("file", _file_digest(path))
+                yield i, ("file", file_digest(path))
             except OSError:
                 continue
 
