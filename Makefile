@@ -75,6 +75,9 @@ bench-align: install system-deps
 # clean (docs/audit.md)
 bench-audit: install system-deps
 	$(PY) benchmarks/audit.py --json benchmarks/audit-results.json --markdown benchmarks/audit-results.md
+	# the 10 % swap cells again at about 3,000 training rows and 1,500 held-out rows, with the exact-drop ceiling
+	$(PY) benchmarks/audit.py --datasets icons,emoji --kinds swap --rates 0.10 --max-rows 4500 --test-fraction 0.33 \
+		--json benchmarks/audit-large-results.json --markdown benchmarks/audit-large-results.md
 
 # search: exact vs faiss HNSW/IVF at 10k/100k/1M vectors, API latency and a 2,000-request load test (docs/search.md)
 bench-search: install system-deps
