@@ -94,15 +94,17 @@ def test_trained_candidates_stop_after_one_fold_unless_they_rank_near_the_top() 
             r["folds"][0] for r in fitted.info["auto"]["table"] if r.get("folds"))[-3] <= row["folds"][0]
 
 
-def test_the_grid_scores_match_a_separate_fit_of_each_candidate() -> None:
-    """The shared-decomposition grid gives each candidate the CV score that fitting it alone gives."""
+@pytest.mark.parametrize("anchor", [None, "b"])
+def test_the_grid_scores_match_a_separate_fit_of_each_candidate(anchor: str | None) -> None:
+    """The shared-decomposition grid gives each candidate the CV score that fitting it alone gives, with either
+    modality as the anchor (Procrustes maps the other one onto it, so the anchor changes the scores)."""
     from modalign.align.auto import CANDIDATES, candidate_context, cross_validate, group_folds, select_candidates
     from modalign.align.methods import METHODS, FitContext
     from modalign.align.trainer import TrainData, validation_score
 
     feats, present, groups = _planted(240)
     data = TrainData({m: feats[m]["x"] for m in ("a", "b")}, dict(present), np.array([int(g) for g in groups]))
-    ctx = FitContext(["a", "b"], data, None, dim=16)
+    ctx = FitContext(["a", "b"], data, None, dim=16, options={"anchor": anchor} if anchor else {})
     rows = {r["candidate"]: r for r in cross_validate(ctx, select_candidates(None), 3)}
     parts = group_folds(data.groups, 3, 0)
 

@@ -120,3 +120,44 @@ def test_unknown_fields_are_reported_once_and_meta_fields_kept(tmp_path: Path) -
     assert errors == [(1, "m1", "colour", "unknown field: not a modality (text*, image*, audio*, vector, vec_*) — "
                                           "prefix it with 'meta_' to keep it as metadata; the field is ignored")]
     assert ds is not None and ds.meta == {"meta_source": ["web", None, None]} and len(ds) == 3
+
+
+def test_fields_after_an_id_group_meta_unknown_or_null_field_are_still_read(tmp_path: Path) -> None:
+    """Each field is judged on its own: whatever comes before a modality in the row, the modality is kept."""
+    rows = [{"id": "after-id", "text": "one"},
+            {"group": "g", "id": "after-group", "text": "two"},
+            {"id": "after-meta", "meta_note": "x", "text": "three"},
+            {"id": "after-unknown", "colour": "red", "text": "four"},
+            {"id": "after-null", "image": None, "text": "five"}]
+    ds, errors = _errors(rows, tmp_path)
+    assert [e[:3] for e in errors] == [(4, "after-unknown", "colour")]
+    assert ds is not None
+    assert dict(zip(ds.ids, ds.columns["text"], strict=True)) == {
+        "after-id": "one", "after-group": "two", "after-meta": "three", "after-unknown": "four",
+        "after-null": "five", "keep": "a kept row"}
+    by_label = PairedDataset.from_rows([{"id": "a", "label": "g2", "text": "six"},
+                                        {"label": "g2", "id": "b", "text": "seven"}], root=tmp_path,
+                                       group_by="label")
+    assert by_label.columns["text"] == ["six", "seven"] and by_label.groups == ["g2", "g2"]
+
+
+def test_a_space_in_an_id_and_a_text_at_the_length_limit_are_accepted(tmp_path: Path) -> None:
+    ds, errors = _errors([{"id": "a b", "text": "x" * MAX_TEXT_CHARS},
+                          {"id": "c", "text": "y" * (MAX_TEXT_CHARS + 1)}], tmp_path)
+    assert errors == [(2, "c", "text", f"text has {MAX_TEXT_CHARS + 1} characters (limit {MAX_TEXT_CHARS})")]
+    assert ds is not None and ds.ids[0] == "a b" and len(ds.columns["text"][0]) == MAX_TEXT_CHARS
+
+
+def test_a_path_outside_the_folder_is_read_when_allowed(tmp_path: Path) -> None:
+    (tmp_path / "outside.png").write_bytes(b"png")
+    root = tmp_path / "manifests"
+    root.mkdir()
+    ds = PairedDataset.from_rows([{"id": "o", "image": "../outside.png", "text": "t"}], root=root,
+                                 allow_outside_root=True)
+    assert ds.columns["image"] == [(tmp_path / "outside.png").resolve()]
+
+
+def test_every_bad_field_of_a_row_is_reported(tmp_path: Path) -> None:
+    _, errors = _errors([{"id": "two", "text": " ", "image": "missing.png", "vector": "x.npy"}], tmp_path)
+    assert errors == [(1, "two", "text", "empty text"), (1, "two", "image", "file not found: missing.png"),
+                      (1, "two", "vector", "file not found: x.npy")]

@@ -92,14 +92,11 @@ class RowValidator:
                 self._empty_modalities.add(key)
                 continue
             try:
-                item = self._item(kind, key, value)
+                clean[key] = self._item(kind, value)
             except ValueError as exc:
                 problems.append((key, str(exc)))
                 continue
-            if item is None:
-                continue
             self.kinds.setdefault(key, kind)
-            clean[key] = item
         if problems:
             for key, reason in problems:
                 self._error(number, row_id, key, reason)
@@ -107,7 +104,7 @@ class RowValidator:
         self._seen_ids[row_id] = number
         self.rows.append(clean)
 
-    def _item(self, kind: str, key: str, value: Any) -> Any:
+    def _item(self, kind: str, value: Any) -> Any:
         if kind == "text":
             if not isinstance(value, str):
                 raise ValueError(f"text must be a string, got {type(value).__name__}")
