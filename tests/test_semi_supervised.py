@@ -342,6 +342,27 @@ def test_a_semi_supervised_lead_within_its_standard_error_goes_to_the_pairs_only
     assert [r["candidate"] for r in auto.prefer_pairs_only(even)] == [plain, semi]
 
 
+def test_a_lead_too_small_is_recorded_and_the_pairs_only_candidate_refitted(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = auto.cross_validate
+    semi = "semi-cca(reg=0.8,ot=1.0,rounds=3)"
+
+    def semi_barely_ahead(*args: object, **kwargs: object) -> list[dict]:
+        table = real(*args, **kwargs)
+        top = max(r["mean"] for r in table if "mean" in r)
+        row = next(r for r in table if r["candidate"] == semi)
+        row.update(mean=top + 0.01, std=0.1)  # one standard error is 0.1 / √3 = 0.058
+        return table
+
+    monkeypatch.setattr(auto, "cross_validate", semi_barely_ahead)
+    _, info = auto.fit_auto(FitContext(modalities=["a", "b"], train=_train_data(60, 40), val=None, dim=2))
+    summary = info["auto"]
+    assert not summary["picked"].startswith("semi-cca")
+    record = summary["unpaired_lead_too_small"]
+    assert record["candidate"] == semi and record["cv_R@1"] > summary["cv_R@1"]
+    assert record["needed"] == pytest.approx(0.1 / np.sqrt(len(summary["table"][0]["folds"])))
+    assert set(record) == {"candidate", "cv_R@1", "needed"}
+
+
 def test_with_three_modalities_and_nothing_unpaired_it_is_closed_form_cca() -> None:
     """The anchor and its best-paired partner make the space, the third maps into it: with every row holding
     every modality that is exactly ``fit_closed_form``'s CCA (up to the sign of each canonical direction)."""
