@@ -40,6 +40,7 @@ from modalign.align.trainer import (
     scored_rows,
     validation_scores,
 )
+from modalign.metrics.base import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -332,14 +333,10 @@ def _grid_scores(ctx: FitContext, family: Sequence[Candidate], train: TrainData,
     out = []
     for cand in family:
         mats = dict(zip((anchor, b if anchor == a else a), grid.matrices(cand.method, cand.options), strict=True))
-        za, zb = (_unit(val_std[m] @ mats[m].astype(np.float32)) for m in (a, b))
+        za, zb = (normalize_rows(val_std[m] @ mats[m].astype(np.float32)) for m in (a, b))
         out.append(dict(zip((f"{a}->{b}", f"{b}->{a}"), both_ways_r_at_1(za, zb, val.groups[idx]), strict=True)))
     return out
 
-
-def _unit(z: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length, as ``F.normalize`` does (eps 1e-12)."""
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
 def _table_row(cand: Candidate, book: _Scores, chance: list[float]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from modalign.align.closed_form import (
 )
 from modalign.align.closed_form_grid import robust_svd, shrunk_inv_sqrt_diag
 from modalign.align.methods import METHODS, FitContext, MethodResult
+from modalign.metrics.base import normalize_rows
 
 #: the transport plan matches at most this many unpaired items per side (a seeded sample): its cost is their
 #: product, and a few thousand already pin the cross-covariance down
@@ -61,9 +62,6 @@ def sinkhorn_plan(sim: np.ndarray, eps: float = PLAN_EPS, iterations: int = PLAN
         v = c / (kernel.T @ u)
     return u[:, None] * kernel * v[None, :]
 
-
-def _unit(z: np.ndarray) -> np.ndarray:
-    return z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
 
 
 @dataclass
@@ -125,7 +123,7 @@ class SemiCCA:
     def matched_cross(self, ma: np.ndarray, mb: np.ndarray) -> np.ndarray:
         """A_uᵀ P B_u in the eigenbases: the cross-covariance of the unpaired items under the transport plan of
         the space (``ma``, ``mb``)."""
-        plan = sinkhorn_plan(_unit(self.plan_a @ ma) @ _unit(self.plan_b @ mb).T)
+        plan = sinkhorn_plan(normalize_rows(self.plan_a @ ma) @ normalize_rows(self.plan_b @ mb).T)
         _, items_a, items_b = self._in_eigenbases()
         # the n × n plan multiplies the narrower side first (1,280-d images against 384-d text: 3× fewer flops)
         if items_a.shape[1] >= items_b.shape[1]:
